@@ -1,0 +1,42 @@
+//! The [`Denoiser`] trait: `D(x; σ) ≈ E[x_0 | x_t = x]`, the x0-prediction every teacher,
+//! fake score and generator network implements (SPEC §0, §5).
+//!
+//! All samples travel as flat `[batch, dim]` tensors; an image network reshapes to
+//! `[batch, channels, height, width]` inside its `forward`. The trainers and samplers are
+//! therefore the same code for 2-D toys and images.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+/// A denoiser predicting the clean sample from a noisy one.
+pub trait Denoiser<B: Backend> {
+    /// Flattened data dimension.
+    fn dim(&self) -> usize;
+
+    /// `D(x; σ, label)`, the x0 prediction.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, dim]`, `sigma`: `[batch]`, `labels`: `[batch]`
+    /// - returns `[batch, dim]`
+    fn denoise(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Tensor<B, 2>;
+}
+
+/// The score of the noisy marginal from a denoiser (Tweedie):
+///
+/// $$ s(x, \sigma) = \nabla_x \log p_\sigma(x) = \frac{D(x;\sigma) - x}{\sigma^2}. $$
+///
+/// # Shapes
+/// - `denoised`, `x`: `[batch, dim]`, `sigma`: `[batch]`; returns `[batch, dim]`
+pub fn score_from_denoised<B: Backend>(
+    denoised: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    sigma: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let s2 = sigma.clone().mul(sigma).unsqueeze_dim::<2>(1); // [batch, 1]
+    (denoised - x) / s2
+}

@@ -1,0 +1,25 @@
+//! # fdistill-core
+//!
+//! The math and the machinery of fdistill: the [`Divergence`] trait and its
+//! [registry], log-space weight normalisation ([`weights`]), the
+//! [`DensityRatioEstimator`](ratio::DensityRatioEstimator) trait, and (feature `testing`)
+//! the conformance suite every divergence must pass.
+//!
+//! See `SPEC.md` §1–§3 for the formulas.
+
+pub mod denoiser;
+pub mod divergence;
+pub mod error;
+pub mod ratio;
+pub mod registry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod weights;
+
+pub use denoiser::Denoiser;
+pub use divergence::{Divergence, ModeBehaviour, log_sigmoid, sigmoid, softplus};
+pub use error::RegistryError;
+pub use registry::{DivergenceEntry, DivergenceSpec};
+
+/// Re-exported so plugin crates can register without depending on `inventory` themselves.
+pub use inventory;

@@ -1,0 +1,73 @@
+//! Subcommands of the `fdistill` binary, one module each.
+
+use clap::{Parser, Subcommand};
+use thiserror::Error;
+
+mod divergences;
+
+/// Distil diffusion models into one-step generators by f-divergence distribution matching.
+#[derive(Debug, Parser)]
+#[command(name = "fdistill", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the registered f-divergences, or show one at given log-ratios.
+    Divergences(divergences::DivergencesArgs),
+}
+
+/// A command-line failure: bad input (exit code 2) or a failure while running (exit code 1).
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The user's input is wrong; the message says how to fix it.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while running.
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// Process exit code: 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<fdistill::core::RegistryError> for CliError {
+    fn from(e: fdistill::core::RegistryError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+/// Sets up `tracing` on stderr.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FDISTILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Divergences(args) => divergences::run(args),
+    }
+}
