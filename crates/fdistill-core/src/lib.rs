@@ -10,8 +10,10 @@
 pub mod denoiser;
 pub mod divergence;
 pub mod error;
+pub mod gmm;
 pub mod ratio;
 pub mod registry;
+pub mod targets;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod weights;
