@@ -1,1 +1,1 @@
-
+//! Cross-crate integration tests of fdistill live in `tests/tests/`.

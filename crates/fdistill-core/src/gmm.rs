@@ -272,7 +272,7 @@ mod tests {
         let n = 200_000;
         let xs = g.sample(n, &mut rng);
         let mean0: f64 = xs.chunks(2).map(|p| p[0]).sum::<f64>() / n as f64;
-        let expect = 0.3 * -1.0 + 0.7 * 2.0;
+        let expect = -0.3 + 0.7 * 2.0;
         // std of the mixture's first coordinate ≈ 1.4; 5 standard errors.
         assert!(
             (mean0 - expect).abs() < 5.0 * 1.4 / (n as f64).sqrt(),

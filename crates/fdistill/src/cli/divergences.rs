@@ -210,9 +210,9 @@ mod tests {
     fn show_json_uses_null_for_overflow() {
         fdistill::link_registrations();
         let d = registry::resolve("pearson-chi2").unwrap();
-        let v: Value = serde_json::from_str(&show_json(d.as_ref(), &[400.0])).unwrap();
+        let v: Value = serde_json::from_str(&show_json(d.as_ref(), &[800.0])).unwrap();
         let p = &v["points"][0];
         assert!(p["r"].is_null() && p["h"].is_null(), "{p}");
-        assert_eq!(p["log_h"].as_f64().unwrap(), 2f64.ln() + 800.0);
+        assert_eq!(p["log_h"].as_f64().unwrap(), 2f64.ln() + 1600.0);
     }
 }
