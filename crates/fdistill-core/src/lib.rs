@@ -10,17 +10,23 @@
 pub mod denoiser;
 pub mod divergence;
 pub mod error;
+pub mod exact;
 pub mod gmm;
+pub mod losses;
 pub mod ratio;
 pub mod registry;
+pub mod student;
 pub mod targets;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod update;
 pub mod weights;
 
 pub use denoiser::Denoiser;
 pub use divergence::{Divergence, ModeBehaviour, log_sigmoid, sigmoid, softplus};
 pub use error::RegistryError;
+pub use exact::{AnalyticTeacher, ExactRatio};
+pub use losses::inject_gradient;
 pub use registry::{DivergenceEntry, DivergenceSpec};
 
 /// Re-exported so plugin crates can register without depending on `inventory` themselves.

@@ -19,6 +19,9 @@ pub use fdistill_nets as nets;
 
 pub use fdistill_core::{Divergence, ModeBehaviour, registry};
 
+pub mod plot;
+pub mod study;
+
 /// Makes sure the built-in divergences and the bundled example plugin are linked into the
 /// final binary, so their `inventory` registrations exist (see docs/plugins.md).
 pub fn link_registrations() {

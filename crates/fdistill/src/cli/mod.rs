@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use thiserror::Error;
 
 mod divergences;
+mod study;
 
 /// Distil diffusion models into one-step generators by f-divergence distribution matching.
 #[derive(Debug, Parser)]
@@ -21,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// List the registered f-divergences, or show one at given log-ratios.
     Divergences(divergences::DivergencesArgs),
+    /// Run a study and write its tables and figures (`study exact --target ring8-unbalanced`).
+    #[command(subcommand)]
+    Study(study::StudyCommand),
 }
 
 /// A command-line failure: bad input (exit code 2) or a failure while running (exit code 1).
@@ -69,5 +73,6 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Divergences(args) => divergences::run(args),
+        Command::Study(cmd) => study::run(cmd),
     }
 }

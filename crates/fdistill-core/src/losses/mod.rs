@@ -1,0 +1,5 @@
+//! Training losses and surrogates, one file each.
+
+pub mod inject_gradient;
+
+pub use inject_gradient::inject_gradient;

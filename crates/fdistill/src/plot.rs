@@ -1,0 +1,318 @@
+//! PNG figures with `plotters`: 2-D scatter over a density heat map, 1-D histogram over a
+//! density curve, and line charts. The text font (DejaVu Sans, Bitstream Vera licence, see
+//! `assets/LICENSE-DejaVu.txt`) is compiled in, so figures render the same on every machine.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const SIZE: (u32, u32) = (640, 600);
+/// Heat-map cells per axis.
+const CELLS: usize = 120;
+
+/// A 2-D scatter plot, optionally over a density heat map.
+pub struct Scatter<'a> {
+    /// Figure title.
+    pub title: &'a str,
+    /// Points `[x, y]`.
+    pub points: &'a [[f64; 2]],
+    /// log density on the plane for a background heat map / contours; None for none
+    pub log_density: Option<&'a dyn Fn(f64, f64) -> f64>,
+    /// Horizontal range.
+    pub x_range: (f64, f64),
+    /// Vertical range.
+    pub y_range: (f64, f64),
+}
+
+/// A named polyline for [`line_chart_png`].
+pub struct Series<'a> {
+    /// Legend entry.
+    pub name: &'a str,
+    /// `(x, y)` points in order.
+    pub points: &'a [(f64, f64)],
+}
+
+/// A 1-D histogram of samples over a density curve.
+pub struct Histogram1d<'a> {
+    /// Figure title.
+    pub title: &'a str,
+    /// Samples.
+    pub samples: &'a [f64],
+    /// Density curve drawn over the histogram (the target), if any.
+    pub log_density: Option<&'a dyn Fn(f64) -> f64>,
+    /// Horizontal range; samples outside are not drawn.
+    pub x_range: (f64, f64),
+    /// Number of histogram bins over `x_range`.
+    pub bins: usize,
+}
+
+fn register_fonts() -> Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| anyhow!("the bundled DejaVuSans.ttf is not a valid font"));
+    });
+    result
+}
+
+fn canvas(path: &Path) -> Result<DrawingArea<BitMapBackend<'_>, Shift>> {
+    register_fonts()?;
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// Heat-map colour of a log density relative to its maximum, `Δ = log p − max log p ≤ 0`:
+/// white at `Δ ≤ −10`, dark blue at the maximum, in 8 bands (the band edges read as contours
+/// at every 1.25 nats, so low-weight modes stay visible).
+fn heat(delta: f64) -> RGBColor {
+    let t = (1.0 + delta / 10.0).clamp(0.0, 1.0);
+    let s = (t * 8.0).floor() / 8.0;
+    let lerp = |a: f64, b: f64| (a + (b - a) * s).round() as u8;
+    RGBColor(lerp(255.0, 30.0), lerp(255.0, 90.0), lerp(255.0, 180.0))
+}
+
+/// Writes a scatter plot (points in red over the density heat map) to `path`.
+pub fn scatter_png(path: &Path, plot: &Scatter<'_>) -> Result<()> {
+    let root = canvas(path)?;
+    let (x0, x1) = plot.x_range;
+    let (y0, y1) = plot.y_range;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(plot.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart.configure_mesh().disable_mesh().draw()?;
+    if let Some(log_density) = plot.log_density {
+        let (dx, dy) = ((x1 - x0) / CELLS as f64, (y1 - y0) / CELLS as f64);
+        let mut cells = Vec::with_capacity(CELLS * CELLS);
+        for i in 0..CELLS {
+            for j in 0..CELLS {
+                let (x, y) = (x0 + i as f64 * dx, y0 + j as f64 * dy);
+                cells.push((x, y, log_density(x + dx / 2.0, y + dy / 2.0)));
+            }
+        }
+        let max = cells.iter().map(|c| c.2).fold(f64::NEG_INFINITY, f64::max);
+        chart.draw_series(cells.iter().map(|&(x, y, l)| {
+            Rectangle::new([(x, y), (x + dx, y + dy)], heat(l - max).filled())
+        }))?;
+    }
+    chart.draw_series(
+        plot.points
+            .iter()
+            .map(|p| Circle::new((p[0], p[1]), 2, RED.mix(0.45).filled())),
+    )?;
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes a histogram of samples (normalised to a density) with the target density curve.
+pub fn histogram_png(path: &Path, plot: &Histogram1d<'_>) -> Result<()> {
+    let root = canvas(path)?;
+    let (x0, x1) = plot.x_range;
+    let width = (x1 - x0) / plot.bins.max(1) as f64;
+    let mut counts = vec![0usize; plot.bins.max(1)];
+    for &s in plot.samples {
+        if (x0..x1).contains(&s) {
+            let i = ((s - x0) / width) as usize;
+            counts[i.min(plot.bins.max(1) - 1)] += 1;
+        }
+    }
+    let n = plot.samples.len().max(1) as f64;
+    let heights: Vec<f64> = counts.iter().map(|&c| c as f64 / (n * width)).collect();
+    let curve: Vec<(f64, f64)> = match plot.log_density {
+        Some(f) => (0..=400)
+            .map(|i| {
+                let x = x0 + (x1 - x0) * i as f64 / 400.0;
+                (x, f(x).exp())
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let top = heights
+        .iter()
+        .chain(curve.iter().map(|p| &p.1))
+        .fold(0.0f64, |a, &b| a.max(b))
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(plot.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, 0.0..top.max(1e-9))?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .y_desc("density")
+        .draw()?;
+    chart.draw_series(heights.iter().enumerate().map(|(i, &h)| {
+        let x = x0 + i as f64 * width;
+        Rectangle::new([(x, 0.0), (x + width, h)], RED.mix(0.45).filled())
+    }))?;
+    if !curve.is_empty() {
+        chart.draw_series(LineSeries::new(curve, BLUE.stroke_width(2)))?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes a line chart of several series; `log_y` puts y on a log scale (non-positive
+/// values are then left out of the range computation).
+pub fn line_chart_png(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+    log_y: bool,
+) -> Result<()> {
+    let root = canvas(path)?;
+    let all = series.iter().flat_map(|s| s.points.iter());
+    let (mut xr, mut yr) = (
+        (f64::INFINITY, f64::NEG_INFINITY),
+        (f64::INFINITY, f64::NEG_INFINITY),
+    );
+    for &(x, y) in all {
+        if x.is_finite() {
+            xr = (xr.0.min(x), xr.1.max(x));
+        }
+        if y.is_finite() && (!log_y || y > 0.0) {
+            yr = (yr.0.min(y), yr.1.max(y));
+        }
+    }
+    if !(xr.0.is_finite() && yr.0.is_finite()) {
+        return Err(anyhow!("line chart `{title}` has no finite points to draw"));
+    }
+    if xr.0 == xr.1 {
+        xr = (xr.0 - 1.0, xr.1 + 1.0);
+    }
+    if yr.0 == yr.1 {
+        yr = if log_y {
+            (yr.0 / 2.0, yr.1 * 2.0)
+        } else {
+            (yr.0 - 1.0, yr.1 + 1.0)
+        };
+    }
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    if log_y {
+        let chart = builder.build_cartesian_2d(xr.0..xr.1, (yr.0..yr.1).log_scale())?;
+        draw_lines(chart, x_label, y_label, series)?;
+    } else {
+        let chart = builder.build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
+        draw_lines(chart, x_label, y_label, series)?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn draw_lines<'a, Y>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(s.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fdistill-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn figures_are_png_of_the_expected_size() {
+        let density = |x: f64, y: f64| -0.5 * (x * x + y * y);
+        let scatter = tmp("s.png");
+        scatter_png(
+            &scatter,
+            &Scatter {
+                title: "scatter",
+                points: &[[0.0, 0.0], [1.0, -1.0]],
+                log_density: Some(&density),
+                x_range: (-3.0, 3.0),
+                y_range: (-3.0, 3.0),
+            },
+        )
+        .unwrap();
+        let hist = tmp("h.png");
+        let d1 = |x: f64| -0.5 * x * x;
+        histogram_png(
+            &hist,
+            &Histogram1d {
+                title: "hist",
+                samples: &[0.1, -0.2, 0.3],
+                log_density: Some(&d1),
+                x_range: (-3.0, 3.0),
+                bins: 20,
+            },
+        )
+        .unwrap();
+        let lines = tmp("l.png");
+        let pts = [(0.0, 1.0), (1.0, 0.1), (2.0, 0.01)];
+        line_chart_png(
+            &lines,
+            "t",
+            "x",
+            "y",
+            &[Series {
+                name: "a",
+                points: &pts,
+            }],
+            true,
+        )
+        .unwrap();
+        for p in [scatter, hist, lines] {
+            let img = image::open(&p).unwrap();
+            assert_eq!((img.width(), img.height()), SIZE, "{}", p.display());
+        }
+        let err = line_chart_png(&tmp("e.png"), "t", "x", "y", &[], false).unwrap_err();
+        assert!(err.to_string().contains("no finite points"));
+    }
+}

@@ -1,0 +1,80 @@
+//! `fdistill study exact` end to end, tiny: files exist, one finite CSV row per
+//! (divergence, seed), one PNG per divergence.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fdistill-study-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run_study(target: &str, divergences: &str, seeds: usize) -> PathBuf {
+    let dir = out_dir(target);
+    let status = Command::new(env!("CARGO_BIN_EXE_fdistill"))
+        .args(["study", "exact", "--target", target, "--steps", "20"])
+        .args(["--seeds", &seeds.to_string(), "--divergences", divergences])
+        .arg("--out")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+fn check_outputs(dir: &PathBuf, divergences: &[&str], seeds: usize, n_modes: usize) {
+    let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.len(), 8 + n_modes);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), divergences.len() * seeds);
+    for row in &rows {
+        assert_eq!(row.len(), header.len());
+        for v in &row[3..] {
+            let x: f64 = v.parse().unwrap();
+            assert!(x.is_finite(), "{row:?}");
+        }
+    }
+    for d in divergences {
+        assert_eq!(rows.iter().filter(|r| r[1] == *d).count(), seeds, "{d}");
+        let png = dir.join(format!("{}.png", d.replace(':', "_")));
+        assert!(
+            std::fs::metadata(&png).unwrap().len() > 1000,
+            "{}",
+            png.display()
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.contains("| divergence |"));
+}
+
+#[test]
+fn ring8_study_writes_table_and_figures() {
+    let divs = ["reverse-kl", "alpha:0.5", "triangular"];
+    let dir = run_study("ring8-unbalanced", &divs.join(","), 2);
+    check_outputs(&dir, &divs, 2, 8);
+}
+
+#[test]
+fn bimodal_study_writes_table_and_figures() {
+    let divs = ["forward-kl"];
+    let dir = run_study("bimodal-1d", &divs.join(","), 1);
+    check_outputs(&dir, &divs, 1, 2);
+}
+
+#[test]
+fn unknown_target_is_a_usage_error_listing_targets() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fdistill"))
+        .args(["study", "exact", "--target", "nope", "--out"])
+        .arg(out_dir("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ring8-unbalanced") && err.contains("bimodal-1d"),
+        "{err}"
+    );
+}
