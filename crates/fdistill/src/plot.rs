@@ -15,7 +15,7 @@ use plotters::style::{FontStyle, register_font};
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (640, 600);
 /// Heat-map cells per axis.
-const CELLS: usize = 120;
+const CELLS: usize = 200;
 
 /// A 2-D scatter plot, optionally over a density heat map.
 pub struct Scatter<'a> {

@@ -1,7 +1,7 @@
 //! `fdistill study exact` end to end, tiny: files exist, one finite CSV row per
 //! (divergence, seed), one PNG per divergence.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn out_dir(name: &str) -> PathBuf {
@@ -23,7 +23,7 @@ fn run_study(target: &str, divergences: &str, seeds: usize) -> PathBuf {
     dir
 }
 
-fn check_outputs(dir: &PathBuf, divergences: &[&str], seeds: usize, n_modes: usize) {
+fn check_outputs(dir: &Path, divergences: &[&str], seeds: usize, n_modes: usize) {
     let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();

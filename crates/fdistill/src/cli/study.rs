@@ -27,7 +27,7 @@ pub struct ExactArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Number of seeds (0..N).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub seeds: u64,
     /// Generator steps per run.
     #[arg(long, default_value_t = 1500)]

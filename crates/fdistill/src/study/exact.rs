@@ -64,7 +64,7 @@ impl Default for ExactStudyConfig {
         ExactStudyConfig {
             target: "ring8-unbalanced".into(),
             divergences: Vec::new(),
-            seeds: 3,
+            seeds: 5,
             steps: 1500,
             batch: 256,
             lr: 0.02,
