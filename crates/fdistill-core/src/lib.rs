@@ -10,7 +10,10 @@
 pub mod denoiser;
 pub mod divergence;
 pub mod error;
+pub mod feature_metrics;
 pub mod gmm;
+pub mod idx;
+pub mod images;
 pub mod ratio;
 pub mod registry;
 pub mod targets;
