@@ -54,7 +54,7 @@ fn mean_pairwise(x: &[f64], y: &[f64], dim: usize, g: impl Fn(f64) -> f64) -> f6
 fn check_sets(x: &[f64], y: &[f64], dim: usize) {
     assert!(dim > 0, "dim must be ≥ 1");
     assert!(
-        x.len() % dim == 0 && y.len() % dim == 0 && !x.is_empty() && !y.is_empty(),
+        x.len().is_multiple_of(dim) && y.len().is_multiple_of(dim) && !x.is_empty() && !y.is_empty(),
         "sample sets must be non-empty with n · dim values"
     );
 }
@@ -160,7 +160,7 @@ pub fn sliced_wasserstein(x: &[f64], y: &[f64], dim: usize) -> f64 {
 pub fn mass_within_3_std(dim: usize) -> f64 {
     const ERF_3_OVER_SQRT2: f64 = 0.997_300_203_936_739_8;
     let x: f64 = 4.5;
-    if dim % 2 == 0 {
+    if dim.is_multiple_of(2) {
         let mut term = 1.0;
         let mut sum = 0.0;
         for k in 0..dim / 2 {
@@ -224,7 +224,7 @@ pub fn assign_mode(gmm: &GaussianMixture, x: &[f64]) -> Option<usize> {
 pub fn mode_report(gmm: &GaussianMixture, samples: &[f64]) -> ModeReport {
     let dim = gmm.dim();
     assert!(
-        !samples.is_empty() && samples.len() % dim == 0,
+        !samples.is_empty() && samples.len().is_multiple_of(dim),
         "samples must be n · dim values"
     );
     let n = samples.len() / dim;
@@ -257,7 +257,7 @@ pub fn mode_report(gmm: &GaussianMixture, samples: &[f64]) -> ModeReport {
 pub fn mean_log_density(gmm: &GaussianMixture, samples: &[f64]) -> f64 {
     let dim = gmm.dim();
     assert!(
-        !samples.is_empty() && samples.len() % dim == 0,
+        !samples.is_empty() && samples.len().is_multiple_of(dim),
         "samples must be n · dim values"
     );
     let n = samples.len() / dim;

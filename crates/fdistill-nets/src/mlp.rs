@@ -93,7 +93,7 @@ impl MlpDenoiserConfig {
                 self.hidden, self.depth
             ));
         }
-        if self.embedding_size < 2 || self.embedding_size % 2 != 0 {
+        if self.embedding_size < 2 || !self.embedding_size.is_multiple_of(2) {
             return err(format!(
                 "embedding_size must be even and ≥ 2, got {}",
                 self.embedding_size
@@ -271,6 +271,37 @@ mod tests {
         let expect = x * c_skip.unsqueeze_dim::<2>(1);
         d.into_data()
             .assert_approx_eq::<f32>(&expect.into_data(), Default::default());
+    }
+
+    #[test]
+    fn a_short_teacher_run_lower_the_loss_and_the_ema_tracks() {
+        use burn::backend::Autodiff;
+        use fdistill_core::data::TrainingData;
+        use fdistill_core::teacher::{TeacherConfig, train_teacher};
+        type A = Autodiff<Flex>;
+        let device = Default::default();
+        let mut cfg = MlpDenoiserConfig::new(2, 2.5);
+        cfg.hidden = 32;
+        cfg.depth = 2;
+        let data = TrainingData::Mixture(fdistill_core::targets::ring8_unbalanced());
+        let config = TeacherConfig {
+            steps: 150,
+            batch_size: 256,
+            lr: 5e-3,
+            ..TeacherConfig::default()
+        };
+        let mut losses = Vec::new();
+        let state = train_teacher(cfg.init::<A>(&device), &data, &config, &device, |m, _| {
+            losses.push(m.loss);
+            Ok(())
+        })
+        .unwrap();
+        let first = losses[..10].iter().sum::<f64>() / 10.0;
+        let last = losses[140..].iter().sum::<f64>() / 10.0;
+        assert!(last < 0.9 * first, "{first} → {last}");
+        // The EMA moved away from the initial zero output weights.
+        let w = state.ema.output.weight.val().abs().sum().into_scalar();
+        assert!(w > 0.0);
     }
 
     #[test]
