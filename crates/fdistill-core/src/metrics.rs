@@ -54,7 +54,10 @@ fn mean_pairwise(x: &[f64], y: &[f64], dim: usize, g: impl Fn(f64) -> f64) -> f6
 fn check_sets(x: &[f64], y: &[f64], dim: usize) {
     assert!(dim > 0, "dim must be ≥ 1");
     assert!(
-        x.len().is_multiple_of(dim) && y.len().is_multiple_of(dim) && !x.is_empty() && !y.is_empty(),
+        x.len().is_multiple_of(dim)
+            && y.len().is_multiple_of(dim)
+            && !x.is_empty()
+            && !y.is_empty(),
         "sample sets must be non-empty with n · dim values"
     );
 }
