@@ -7,6 +7,8 @@
 //!
 //! See `SPEC.md` §1–§3 for the formulas.
 
+pub mod checkpoint;
+pub mod data;
 pub mod denoiser;
 pub mod divergence;
 pub mod error;
@@ -14,9 +16,14 @@ pub mod feature_metrics;
 pub mod gmm;
 pub mod idx;
 pub mod images;
+pub mod losses;
+pub mod metrics;
 pub mod ratio;
 pub mod registry;
+pub mod sampler;
+pub mod schedule;
 pub mod targets;
+pub mod teacher;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod weights;

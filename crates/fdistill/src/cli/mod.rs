@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand};
 use thiserror::Error;
 
 mod divergences;
+mod eval;
+mod sample;
+mod teacher;
 
 /// Distil diffusion models into one-step generators by f-divergence distribution matching.
 #[derive(Debug, Parser)]
@@ -21,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// List the registered f-divergences, or show one at given log-ratios.
     Divergences(divergences::DivergencesArgs),
+    /// Train an EDM teacher.
+    Teacher(teacher::TeacherArgs),
+    /// Draw samples from a trained checkpoint.
+    Sample(sample::SampleArgs),
+    /// Evaluate samples against a target or a reference set.
+    Eval(eval::EvalArgs),
 }
 
 /// A command-line failure: bad input (exit code 2) or a failure while running (exit code 1).
@@ -69,5 +78,8 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Divergences(args) => divergences::run(args),
+        Command::Teacher(args) => teacher::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

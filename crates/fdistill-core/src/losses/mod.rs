@@ -1,0 +1,3 @@
+//! Losses, one file each.
+
+pub mod edm;
