@@ -7,16 +7,25 @@
 //!
 //! See `SPEC.md` §1–§3 for the formulas.
 
+pub mod checkpoint;
+pub mod data;
 pub mod denoiser;
 pub mod divergence;
 pub mod error;
 pub mod exact;
+pub mod feature_metrics;
 pub mod gmm;
+pub mod idx;
+pub mod images;
 pub mod losses;
+pub mod metrics;
 pub mod ratio;
 pub mod registry;
+pub mod sampler;
+pub mod schedule;
 pub mod student;
 pub mod targets;
+pub mod teacher;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod update;

@@ -1,5 +1,6 @@
-//! Training losses and surrogates, one file each.
+//! Losses and surrogates, one file each.
 
+pub mod edm;
 pub mod inject_gradient;
 
 pub use inject_gradient::inject_gradient;

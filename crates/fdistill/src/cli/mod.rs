@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use thiserror::Error;
 
 mod divergences;
+mod eval;
+mod sample;
 mod study;
+mod teacher;
 
 /// Distil diffusion models into one-step generators by f-divergence distribution matching.
 #[derive(Debug, Parser)]
@@ -22,6 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// List the registered f-divergences, or show one at given log-ratios.
     Divergences(divergences::DivergencesArgs),
+    /// Train an EDM teacher.
+    Teacher(teacher::TeacherArgs),
+    /// Draw samples from a trained checkpoint.
+    Sample(sample::SampleArgs),
+    /// Evaluate samples against a target or a reference set.
+    Eval(eval::EvalArgs),
     /// Run a study and write its tables and figures (`study exact --target ring8-unbalanced`).
     #[command(subcommand)]
     Study(study::StudyCommand),
@@ -73,6 +82,9 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Divergences(args) => divergences::run(args),
+        Command::Teacher(args) => teacher::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Study(cmd) => study::run(cmd),
     }
 }

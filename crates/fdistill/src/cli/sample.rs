@@ -1,0 +1,155 @@
+//! `fdistill sample --checkpoint DIR --n N [--nfe K] [--sampler heun|euler] --out FILE.csv|FILE.npy`.
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use clap::{Args, ValueEnum};
+use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::core::checkpoint::{CheckpointError, load_module, read_json};
+use fdistill::core::data::{save_file, standard_normal};
+use fdistill::core::sampler::{SamplerKind, sample};
+use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
+use fdistill::core::teacher::TeacherCheckpointState;
+use fdistill::nets::MlpDenoiserConfig;
+use rand::SeedableRng;
+
+use super::CliError;
+use super::teacher::read_run_config;
+
+/// The ODE solver of `--sampler`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplerArg {
+    Heun,
+    Euler,
+}
+
+/// Arguments of `fdistill sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Run directory of a trained teacher (`fdistill teacher train --out`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of samples.
+    #[arg(long)]
+    pub n: usize,
+    /// Denoiser evaluations: Heun uses 2N − 1 for N noise levels (odd, ≥ 3), Euler N (≥ 2).
+    #[arg(long, default_value_t = 35)]
+    pub nfe: usize,
+    /// ODE solver.
+    #[arg(long, value_enum, default_value = "heun")]
+    pub sampler: SamplerArg,
+    /// Smallest nonzero noise level of the Karras grid.
+    #[arg(long, default_value_t = SIGMA_MIN, allow_hyphen_values = true)]
+    pub sigma_min: f64,
+    /// Largest noise level of the Karras grid.
+    #[arg(long, default_value_t = SIGMA_MAX, allow_hyphen_values = true)]
+    pub sigma_max: f64,
+    /// Karras grid exponent ρ.
+    #[arg(long, default_value_t = RHO, allow_hyphen_values = true)]
+    pub rho: f64,
+    /// Seed of the latents.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file: .csv or .npy.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+}
+
+/// Runs `fdistill sample`.
+pub fn run(args: SampleArgs) -> Result<(), CliError> {
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    let device: DeviceSpec = args.device.parse().map_err(|e| usage(&e))?;
+    if args.n == 0 {
+        return Err(CliError::Usage("--n must be ≥ 1".into()));
+    }
+    match args.out.extension().and_then(|e| e.to_str()) {
+        Some("csv" | "npy") => {}
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--out `{}`: use a .csv or .npy file name",
+                args.out.display()
+            )));
+        }
+    }
+    let kind = match args.sampler {
+        SamplerArg::Heun => SamplerKind::Heun,
+        SamplerArg::Euler => SamplerKind::Euler,
+    };
+    let steps = kind.steps_for_nfe(args.nfe).ok_or_else(|| {
+        CliError::Usage(match kind {
+            SamplerKind::Heun => format!(
+                "--nfe {} is impossible for Heun (NFE = 2N − 1 with N ≥ 2 noise levels): use an odd number ≥ 3, e.g. 35",
+                args.nfe
+            ),
+            SamplerKind::Euler => format!("--nfe {} is too small for Euler: use ≥ 2", args.nfe),
+        })
+    })?;
+    let sigmas =
+        karras_sigmas(steps, args.sigma_min, args.sigma_max, args.rho).map_err(|e| usage(&e))?;
+    let (run, config) = read_run_config(&args.checkpoint)?;
+    let state_path = run.checkpoint_file("state.json");
+    let state: TeacherCheckpointState = read_json(&state_path).map_err(|e| usage(&e))?;
+    let task = SampleTask {
+        net: config.net,
+        weights: run.checkpoint_file("ema.safetensors"),
+        kind,
+        sigmas,
+        n: args.n,
+        seed: args.seed,
+    };
+    let values = dispatch(&device, task)
+        .map_err(|e| usage(&e))?
+        .map_err(|e| usage(&e))?;
+    let dim = values.len() / args.n;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "sample {} is not finite ({}); the checkpoint's weights are broken — retrain with a lower lr",
+            i / dim + 1,
+            values[i]
+        )));
+    }
+    save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    eprintln!(
+        "wrote {} samples ({:?}, {} NFE, teacher step {}) to {}",
+        args.n,
+        kind,
+        args.nfe,
+        state.step,
+        args.out.display()
+    );
+    Ok(())
+}
+
+struct SampleTask {
+    net: MlpDenoiserConfig,
+    weights: PathBuf,
+    kind: SamplerKind,
+    sigmas: Vec<f64>,
+    n: usize,
+    seed: u64,
+}
+
+impl BackendTask for SampleTask {
+    type Output = Result<Vec<f64>, CheckpointError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        // Inference only: the EMA weights on the inner (non-autodiff) backend.
+        let net = load_module::<B::InnerBackend, _>(self.net.init(&device), &self.weights)?;
+        let dim = self.net.dim;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        let z = standard_normal(self.n * dim, &mut rng);
+        let latents = Tensor::<B::InnerBackend, 2>::from_data(
+            TensorData::new(z, [self.n, dim]).convert::<f32>(),
+            &device,
+        ); // [n, dim]
+        let x = sample(self.kind, &net, latents, &self.sigmas, None); // [n, dim]
+        Ok(x.into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .expect("converted to f64"))
+    }
+}
