@@ -176,16 +176,7 @@ impl GaussianMixture {
         let mut data = Vec::with_capacity(n * d);
         let mut comps = Vec::with_capacity(n);
         for _ in 0..n {
-            let u: f64 = rng.random();
-            let mut acc = 0.0;
-            let mut k = self.weights.len() - 1;
-            for (i, w) in self.weights.iter().enumerate() {
-                acc += w;
-                if u < acc {
-                    k = i;
-                    break;
-                }
-            }
+            let k = sample_component(&self.weights, rng);
             for j in 0..d {
                 let z: f64 = StandardNormal.sample(rng);
                 data.push(self.means[k][j] + self.stds[k][j] * z);
@@ -199,6 +190,20 @@ impl GaussianMixture {
     pub fn sample<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Vec<f64> {
         self.sample_with_components(n, rng).0
     }
+}
+
+/// Draws a component index `k` with probability `weights[k]` (weights summing to 1) by
+/// inverting the cumulative sum at one uniform draw; rounding slack falls to the last index.
+pub fn sample_component<R: Rng + ?Sized>(weights: &[f64], rng: &mut R) -> usize {
+    let u: f64 = rng.random();
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w;
+        if u < acc {
+            return i;
+        }
+    }
+    weights.len() - 1
 }
 
 /// Exact log ratio `log p_σ(x) − log q_σ(x)` between two mixtures at noise level σ.

@@ -15,7 +15,7 @@
 //!
 //! is an unbiased estimate of `∇_θ D_f(p_σ‖q_σ)` when `r`, `s_p`, `s_q` are exact.
 
-use rand::{Rng, RngExt};
+use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::gmm::GaussianMixture;
@@ -136,16 +136,7 @@ impl MixtureStudent {
     }
 
     fn draw_one<R: Rng + ?Sized>(&self, sigma: f64, rng: &mut R) -> NoisyDraw {
-        let u: f64 = rng.random();
-        let mut acc = 0.0;
-        let mut k = self.weights.len() - 1;
-        for (i, w) in self.weights.iter().enumerate() {
-            acc += w;
-            if u < acc {
-                k = i;
-                break;
-            }
-        }
+        let k = crate::gmm::sample_component(&self.weights, rng);
         let z: Vec<f64> = (0..self.dim).map(|_| StandardNormal.sample(rng)).collect();
         let x0: Vec<f64> = (0..self.dim)
             .map(|j| {
