@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use thiserror::Error;
 
+mod classifier;
 mod divergences;
 mod eval;
 mod sample;
@@ -30,6 +31,8 @@ pub enum Command {
     Sample(sample::SampleArgs),
     /// Evaluate samples against a target or a reference set.
     Eval(eval::EvalArgs),
+    /// Train the image metric network (a classifier).
+    Classifier(classifier::ClassifierArgs),
 }
 
 /// A command-line failure: bad input (exit code 2) or a failure while running (exit code 1).
@@ -81,5 +84,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Teacher(args) => teacher::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Classifier(args) => classifier::run(args),
     }
 }
