@@ -1,5 +1,6 @@
 //! Training and evaluation data: built-in targets (the Gaussian mixtures of [`targets`] and
-//! `two-moons`), user files (CSV, NPY) and their writers.
+//! `two-moons`), user files (CSV, NPY) and their writers, and image sets (Fashion-MNIST, IDX
+//! pairs, PNG folders; see [`load_image_source`]).
 //!
 //! A [`Dataset`] holds flat row-major `f64` samples. Loaders never panic on bad input: every
 //! [`DataError`] names the file and, where it applies, the line and field.
@@ -12,6 +13,8 @@ use rand_distr::{Distribution, Normal, StandardNormal};
 use thiserror::Error;
 
 use crate::gmm::GaussianMixture;
+use crate::idx::{IdxError, load_idx_images};
+use crate::images::{ImageError, ImageSet, load_png_folder};
 use crate::targets;
 
 /// Names of every built-in target, sorted: the Gaussian mixtures and `two-moons`.
@@ -92,6 +95,20 @@ pub enum DataError {
     UnknownExtension {
         /// The file.
         path: PathBuf,
+    },
+    /// An IDX file failed to load.
+    #[error(transparent)]
+    Idx(#[from] IdxError),
+    /// A PNG folder failed to load.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A malformed image-source specification or an impossible resize.
+    #[error("image source `{spec}`: {reason}")]
+    ImageSpec {
+        /// The `--data` value.
+        spec: String,
+        /// What is wrong and the accepted forms.
+        reason: String,
     },
     /// Not a built-in target name and not an existing file.
     #[error("unknown target `{name}` (and no such file); built-in targets: {known}")]
@@ -414,13 +431,18 @@ pub enum DataSource {
     Target(String),
     /// A `.csv` or `.npy` file.
     File(PathBuf),
+    /// An image set named as [`load_image_source`] accepts (`fashion-mnist`, `idx:…`, `png:…`).
+    Images(String),
 }
 
 impl DataSource {
-    /// A built-in name if it is one, otherwise a file path.
+    /// A built-in name if it is one, an image source if it has an image prefix
+    /// ([`is_image_source`]), otherwise a file path.
     pub fn parse(s: &str) -> DataSource {
         if BUILTIN_TARGETS.contains(&s) {
             DataSource::Target(s.to_string())
+        } else if is_image_source(s) {
+            DataSource::Images(s.to_string())
         } else {
             DataSource::File(PathBuf::from(s))
         }
@@ -442,6 +464,7 @@ impl DataSource {
                 }
                 load_file(path).map(TrainingData::Samples)
             }
+            DataSource::Images(spec) => load_image_source(spec).map(TrainingData::Images),
         }
     }
 }
@@ -451,7 +474,171 @@ impl fmt::Display for DataSource {
         match self {
             DataSource::Target(n) => f.write_str(n),
             DataSource::File(p) => write!(f, "{}", p.display()),
+            DataSource::Images(spec) => f.write_str(spec),
         }
+    }
+}
+
+/// Default directory of Fashion-MNIST: where the Debian package `dataset-fashion-mnist`
+/// installs the four IDX files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Environment variable that overrides [`FASHION_MNIST_DIR`] (a `fashion-mnist:DIR` source
+/// overrides both).
+pub const FASHION_MNIST_ENV: &str = "FDISTILL_FASHION_MNIST_DIR";
+
+/// Whether `spec` names an image source: `fashion-mnist`, `fashion-mnist-test` (each
+/// optionally `:DIR`), `idx:IMAGES,LABELS` or `png:DIR`, optionally followed by `@SIDE`.
+pub fn is_image_source(spec: &str) -> bool {
+    let base = spec.split('@').next().unwrap_or(spec);
+    base == "fashion-mnist"
+        || base == "fashion-mnist-test"
+        || ["fashion-mnist:", "fashion-mnist-test:", "idx:", "png:"]
+            .iter()
+            .any(|p| base.starts_with(p))
+}
+
+/// The side images are padded to: the next multiple of 8 (28 → 32), so that three halvings
+/// (a UNet's levels, the heads' "down to 8×8") stay integral.
+pub fn padded_side(side: usize) -> usize {
+    side.div_ceil(8) * 8
+}
+
+/// Pads every image to `side × side`, centred (extra row/column at the bottom/right), with the
+/// background value −1 (black, as Fashion-MNIST's border).
+pub fn pad_images(set: &ImageSet, side: usize) -> ImageSet {
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let (top, left) = ((side - h) / 2, (side - w) / 2);
+    let mut pixels = vec![-1.0f32; set.n * c * side * side];
+    for i in 0..set.n {
+        for ch in 0..c {
+            for y in 0..h {
+                let src = ((i * c + ch) * h + y) * w;
+                let dst = ((i * c + ch) * side + top + y) * side + left;
+                pixels[dst..dst + w].copy_from_slice(&set.pixels[src..src + w]);
+            }
+        }
+    }
+    ImageSet {
+        pixels,
+        height: side,
+        width: side,
+        ..set.clone()
+    }
+}
+
+/// Box downsampling: each `factor × factor` block becomes its mean. `height` and `width` must
+/// be multiples of `factor`.
+pub fn downsample_images(set: &ImageSet, factor: usize) -> ImageSet {
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let (oh, ow) = (h / factor, w / factor);
+    let norm = (factor * factor) as f32;
+    let mut pixels = Vec::with_capacity(set.n * c * oh * ow);
+    for plane in set.pixels.chunks_exact(h * w) {
+        for y in 0..oh {
+            for x in 0..ow {
+                let mut sum = 0.0f32;
+                for dy in 0..factor {
+                    let row = (y * factor + dy) * w + x * factor;
+                    sum += plane[row..row + factor].iter().sum::<f32>();
+                }
+                pixels.push(sum / norm);
+            }
+        }
+    }
+    ImageSet {
+        pixels,
+        height: oh,
+        width: ow,
+        ..set.clone()
+    }
+}
+
+/// Loads an image source, pads it to [`padded_side`] of its larger side, and with `@SIDE`
+/// box-downsamples it to `SIDE × SIDE`. Forms:
+///
+/// - `fashion-mnist[:DIR]` — the 60 000 training images of Fashion-MNIST (IDX, gzip or raw)
+///   from `DIR`, else `$FDISTILL_FASHION_MNIST_DIR`, else [`FASHION_MNIST_DIR`];
+/// - `fashion-mnist-test[:DIR]` — its 10 000 test images;
+/// - `idx:IMAGES,LABELS` — any IDX pair;
+/// - `png:DIR` — `DIR/*.png` or `DIR/<class>/*.png`;
+/// - any of these with `@SIDE`, e.g. `fashion-mnist@16` (28 → 32 padded → 16 by 2×2 means).
+pub fn load_image_source(spec: &str) -> Result<ImageSet, DataError> {
+    let bad = |reason: String| DataError::ImageSpec {
+        spec: spec.to_string(),
+        reason,
+    };
+    let (base, side) = match spec.split_once('@') {
+        Some((b, r)) => {
+            let r: usize = r
+                .parse()
+                .ok()
+                .filter(|&r| r > 0)
+                .ok_or_else(|| bad(format!("`@{r}` is not a positive image side")))?;
+            (b, Some(r))
+        }
+        None => (spec, None),
+    };
+    let fm_dir = |d: Option<&str>| -> PathBuf {
+        match d {
+            Some(d) => PathBuf::from(d),
+            None => std::env::var_os(FASHION_MNIST_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR)),
+        }
+    };
+    let fashion = |dir: PathBuf, prefix: &str| -> Result<ImageSet, DataError> {
+        let pick = |stem: &str| {
+            let gz = dir.join(format!("{prefix}-{stem}.gz"));
+            if gz.exists() {
+                gz
+            } else {
+                dir.join(format!("{prefix}-{stem}"))
+            }
+        };
+        let images = pick("images-idx3-ubyte");
+        if !images.exists() {
+            return Err(bad(format!(
+                "no `{}`; install the Debian package `dataset-fashion-mnist` (apt-get install \
+                 dataset-fashion-mnist), or point `fashion-mnist:DIR` or ${FASHION_MNIST_ENV} at \
+                 a folder with the four IDX files",
+                images.display()
+            )));
+        }
+        Ok(load_idx_images(&images, &pick("labels-idx1-ubyte"))?.into())
+    };
+    let set: ImageSet = if let Some(rest) = base.strip_prefix("fashion-mnist-test") {
+        fashion(fm_dir(rest.strip_prefix(':')), "t10k")?
+    } else if let Some(rest) = base.strip_prefix("fashion-mnist") {
+        fashion(fm_dir(rest.strip_prefix(':')), "train")?
+    } else if let Some(rest) = base.strip_prefix("idx:") {
+        let (im, lb) = rest
+            .split_once(',')
+            .ok_or_else(|| bad("use `idx:IMAGES,LABELS` (two files, comma-separated)".into()))?;
+        load_idx_images(Path::new(im), Path::new(lb))?.into()
+    } else if let Some(dir) = base.strip_prefix("png:") {
+        load_png_folder(Path::new(dir))?
+    } else {
+        return Err(bad(
+            "use fashion-mnist[:DIR], fashion-mnist-test[:DIR], idx:IMAGES,LABELS or png:DIR, \
+             optionally with @SIDE"
+                .into(),
+        ));
+    };
+    let padded = padded_side(set.height.max(set.width));
+    let set = if (set.height, set.width) == (padded, padded) {
+        set
+    } else {
+        pad_images(&set, padded)
+    };
+    match side {
+        None => Ok(set),
+        Some(r) if r <= padded && padded.is_multiple_of(r) => {
+            Ok(downsample_images(&set, padded / r))
+        }
+        Some(r) => Err(bad(format!(
+            "the padded images are {padded}×{padded}; @{r} must divide {padded}"
+        ))),
     }
 }
 
@@ -471,6 +658,9 @@ pub enum TrainingData {
     TwoMoons,
     /// A finite data set: rows drawn uniformly with replacement.
     Samples(Dataset),
+    /// Images (flattened `[c, h, w]`, pixels in [−1, 1]) with optional class labels: rows
+    /// drawn uniformly with replacement.
+    Images(ImageSet),
 }
 
 impl TrainingData {
@@ -480,6 +670,61 @@ impl TrainingData {
             TrainingData::Mixture(g) => g.dim(),
             TrainingData::TwoMoons => 2,
             TrainingData::Samples(d) => d.dim,
+            TrainingData::Images(set) => set.dim(),
+        }
+    }
+
+    /// Number of classes of labelled data (`None` for unlabelled data).
+    pub fn n_classes(&self) -> Option<usize> {
+        match self {
+            TrainingData::Images(set) if set.labels.is_some() => Some(set.class_names.len()),
+            TrainingData::Samples(d) => d
+                .labels
+                .as_ref()
+                .and_then(|l| l.iter().max())
+                .map(|&m| m as usize + 1),
+            _ => None,
+        }
+    }
+
+    /// `n` samples (row-major `n · dim`) and, for labelled data, the label of each. Consumes
+    /// the RNG exactly as [`sample`](Self::sample), so unlabelled runs reproduce.
+    pub fn sample_labelled<R: Rng + ?Sized>(
+        &self,
+        n: usize,
+        rng: &mut R,
+    ) -> (Vec<f64>, Option<Vec<u32>>) {
+        let draw = |len: usize, dim: usize, rng: &mut R, rows: &dyn Fn(usize) -> Vec<f64>| {
+            let mut out = Vec::with_capacity(n * dim);
+            let mut idx = Vec::with_capacity(n);
+            for _ in 0..n {
+                let i = rng.random_range(0..len);
+                out.extend(rows(i));
+                idx.push(i);
+            }
+            (out, idx)
+        };
+        match self {
+            TrainingData::Samples(d) if d.labels.is_some() => {
+                let (x, idx) = draw(d.len(), d.dim, rng, &|i| d.row(i).to_vec());
+                let l = d.labels.as_ref().expect("checked");
+                (x, Some(idx.iter().map(|&i| l[i]).collect()))
+            }
+            TrainingData::Images(set) => {
+                let dim = set.dim();
+                let (x, idx) = draw(set.n, dim, rng, &|i| {
+                    set.pixels[i * dim..(i + 1) * dim]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect()
+                });
+                let labels = set
+                    .labels
+                    .as_ref()
+                    .map(|l| idx.iter().map(|&i| l[i]).collect());
+                (x, labels)
+            }
+            _ => (self.sample(n, rng), None),
         }
     }
 
@@ -504,6 +749,7 @@ impl TrainingData {
                 }
                 out
             }
+            TrainingData::Images(_) => self.sample_labelled(n, rng).0,
         }
     }
 
@@ -512,6 +758,9 @@ impl TrainingData {
     pub fn std<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
         let (values, dim) = match self {
             TrainingData::Samples(d) => (d.values.clone(), d.dim),
+            TrainingData::Images(set) => {
+                (set.pixels.iter().map(|&v| v as f64).collect(), set.dim())
+            }
             _ => (self.sample(20_000, rng), self.dim()),
         };
         pooled_std(&values, dim)
@@ -679,6 +928,107 @@ mod tests {
             let (cx, cy) = if i % 2 == 0 { (0.0, 0.0) } else { (1.0, 0.5) };
             let r = ((p[0] - cx).powi(2) + (p[1] - cy).powi(2)).sqrt();
             assert!((r - 1.0).abs() < 6.0 * TWO_MOONS_NOISE, "{p:?}");
+        }
+    }
+
+    fn fixture_spec() -> String {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/fashion-mnist-t10k-first1000");
+        format!(
+            "idx:{},{}",
+            dir.join("t10k-images-idx3-ubyte-first1000.gz").display(),
+            dir.join("t10k-labels-idx1-ubyte-first1000.gz").display()
+        )
+    }
+
+    fn tiny_set(pixels: Vec<f32>, h: usize, w: usize) -> ImageSet {
+        ImageSet {
+            n: 1,
+            channels: 1,
+            height: h,
+            width: w,
+            pixels,
+            labels: Some(vec![1]),
+            class_names: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn padding_and_downsampling_by_hand() {
+        assert_eq!([28, 32, 1, 8, 9].map(padded_side), [32, 32, 8, 8, 16]);
+        // 2×1 image padded to 4×4: rows 1–2, columns 1–1, background −1.
+        let p = pad_images(&tiny_set(vec![0.5, 0.25], 2, 1), 4);
+        #[rustfmt::skip]
+        let want = vec![
+            -1.0, -1.0, -1.0, -1.0,
+            -1.0,  0.5, -1.0, -1.0,
+            -1.0, 0.25, -1.0, -1.0,
+            -1.0, -1.0, -1.0, -1.0,
+        ];
+        assert_eq!((p.height, p.width, p.pixels.clone()), (4, 4, want));
+        // 2×2 box means of that image.
+        let d = downsample_images(&p, 2);
+        assert_eq!((d.height, d.width), (2, 2));
+        assert_eq!(d.pixels, vec![-0.625, -1.0, -0.6875, -1.0]);
+    }
+
+    #[test]
+    fn image_sources_load_pad_and_label() {
+        let spec = fixture_spec();
+        assert!(is_image_source(&spec) && is_image_source("fashion-mnist@16"));
+        assert!(!is_image_source("ring8-unbalanced") && !is_image_source("x.npy"));
+        let set = load_image_source(&spec).unwrap();
+        assert_eq!((set.n, set.height, set.width), (1000, 32, 32));
+        assert!(set.pixels.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // The 2-pixel border is background.
+        assert!(set.pixels[..64].iter().all(|&v| v == -1.0));
+        let small = load_image_source(&format!("{spec}@16")).unwrap();
+        assert_eq!((small.height, small.dim()), (16, 256));
+        let data = DataSource::parse(&spec).resolve().unwrap();
+        assert_eq!((data.dim(), data.n_classes()), (1024, Some(10)));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (x, labels) = data.sample_labelled(5, &mut rng);
+        let labels = labels.unwrap();
+        assert_eq!((x.len(), labels.len()), (5 * 1024, 5));
+        // Each drawn row is the image of its label.
+        let TrainingData::Images(all) = &data else {
+            panic!()
+        };
+        for (k, l) in labels.iter().enumerate() {
+            let row = &x[k * 1024..(k + 1) * 1024];
+            let i = (0..all.n)
+                .find(|&i| {
+                    all.pixels[i * 1024..(i + 1) * 1024]
+                        .iter()
+                        .zip(row)
+                        .all(|(a, b)| *a as f64 == *b)
+                })
+                .unwrap();
+            assert_eq!(all.labels.as_ref().unwrap()[i], *l);
+        }
+        // Unlabelled 2-D data: the same draws as `sample`, no labels.
+        let moons = TrainingData::TwoMoons;
+        let a = moons.sample(4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let b = moons.sample_labelled(4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        assert_eq!((a, None), b);
+    }
+
+    #[test]
+    fn bad_image_sources_are_errors() {
+        let spec = fixture_spec();
+        let cases = [
+            (format!("{spec}@0"), "positive image side"),
+            (format!("{spec}@12"), "must divide 32"),
+            ("idx:only-one-file".to_string(), "IMAGES,LABELS"),
+            (
+                "fashion-mnist:/nonexistent".to_string(),
+                "dataset-fashion-mnist",
+            ),
+            ("png:/nonexistent".to_string(), "/nonexistent"),
+        ];
+        for (s, needle) in cases {
+            let e = load_image_source(&s).unwrap_err().to_string();
+            assert!(e.contains(needle), "{s}: {e}");
         }
     }
 

@@ -13,7 +13,7 @@
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -275,9 +275,14 @@ where
         rng: ChaCha8Rng::seed_from_u64(config.seed),
     };
     for step in 1..=config.steps {
-        // 1. a batch: clean data y, noise levels ln σ ~ N(P_mean, P_std²), noise n ~ N(0, I)
+        // 1. a batch: clean data y (with its class labels, for labelled data), noise levels ln σ ~ N(P_mean, P_std²), noise n ~ N(0, I)
         let rng = &mut state.rng;
-        let y = batch_tensor::<B, 2>(data.sample(batch, rng), [batch, dim], device);
+        let (y, labels) = data.sample_labelled(batch, rng);
+        let y = batch_tensor::<B, 2>(y, [batch, dim], device);
+        let labels = labels.map(|l| {
+            let l: Vec<i64> = l.into_iter().map(i64::from).collect();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(l, [batch]), device)
+        });
         let sigma = batch_tensor::<B, 1>(
             sample_training_sigmas(batch, config.p_mean, config.p_std, rng),
             [batch],
@@ -285,8 +290,8 @@ where
         );
         let noise = batch_tensor::<B, 2>(standard_normal(batch * dim, rng), [batch, dim], device);
 
-        // 2. EDM loss λ(σ) ‖D(y + σn; σ) − y‖², one AdamW step
-        let loss = edm_loss(&state.model, y, sigma, noise, sigma_data, None);
+        // 2. EDM loss λ(σ) ‖D(y + σn; σ, label) − y‖², one AdamW step
+        let loss = edm_loss(&state.model, y, sigma, noise, sigma_data, labels);
         let value = loss.clone().into_scalar().elem::<f64>();
         if !value.is_finite() {
             return Err(TeacherError::NonFinite { step, loss: value });

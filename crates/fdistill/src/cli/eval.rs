@@ -1,4 +1,6 @@
-//! `fdistill eval --samples FILE (--target NAME | --reference FILE) [--json]`.
+//! `fdistill eval --samples FILE (--target NAME | --reference FILE) [--json]`, and for images
+//! `fdistill eval --images SAMPLES.npy --classifier DIR [--reference SPEC] [--json]`
+//! (implemented in `classifier.rs`).
 
 use std::path::PathBuf;
 
@@ -16,18 +18,26 @@ use super::CliError;
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Samples to evaluate (.csv or .npy, one sample per row).
-    #[arg(long)]
-    pub samples: PathBuf,
+    #[arg(long, required_unless_present = "images", conflicts_with = "images")]
+    pub samples: Option<PathBuf>,
+    /// Image samples to evaluate (.npy, one flattened image per row, pixels in [−1, 1]) in the
+    /// feature space of --classifier.
+    #[arg(long, requires = "classifier")]
+    pub images: Option<PathBuf>,
+    /// Run directory of `fdistill classifier train` (the metric network) for --images.
+    #[arg(long, requires = "images")]
+    pub classifier: Option<PathBuf>,
     /// A built-in target: mode metrics for Gaussian mixtures, distances against fresh exact samples.
     #[arg(
         long,
-        conflicts_with = "reference",
-        required_unless_present = "reference"
+        conflicts_with_all = ["reference", "images"],
+        required_unless_present_any = ["reference", "images"]
     )]
     pub target: Option<String>,
-    /// A reference sample file for the distances.
+    /// A reference sample file for the distances; with --images, real images as an image
+    /// source (default: the classifier's test set, e.g. fashion-mnist-test).
     #[arg(long)]
-    pub reference: Option<PathBuf>,
+    pub reference: Option<String>,
     /// Seed of the fresh exact reference samples drawn for --target.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -71,7 +81,20 @@ pub struct EvalReport {
 /// Runs `fdistill eval`.
 pub fn run(args: EvalArgs) -> Result<(), CliError> {
     let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
-    let samples = load_file(&args.samples).map_err(|e| usage(&e))?;
+    if let (Some(images), Some(classifier)) = (&args.images, &args.classifier) {
+        return super::classifier::eval_images(
+            images,
+            classifier,
+            args.reference.as_deref(),
+            args.seed,
+            args.json,
+        );
+    }
+    let samples_path = args
+        .samples
+        .clone()
+        .ok_or_else(|| CliError::Usage("give --samples FILE or --images FILE".into()))?;
+    let samples = load_file(&samples_path).map_err(|e| usage(&e))?;
     let dim = samples.dim;
     let mut report = EvalReport::default();
     let (reference, what) = match (&args.target, &args.reference) {
@@ -80,9 +103,9 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
                 DataSource::Target(_) => {
                     DataSource::parse(name).resolve().map_err(|e| usage(&e))?
                 }
-                DataSource::File(_) => {
+                DataSource::File(_) | DataSource::Images(_) => {
                     return Err(CliError::Usage(format!(
-                        "unknown target `{name}`; built-in targets: {} (use --reference for a file)",
+                        "unknown target `{name}` (for images use --images with --classifier); built-in targets: {} (use --reference for a file)",
                         fdistill::core::data::BUILTIN_TARGETS.join(", ")
                     )));
                 }
@@ -90,7 +113,7 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
             if target.dim() != dim {
                 return Err(CliError::Usage(format!(
                     "`{}` has samples of dimension {dim} but target `{name}` has dimension {}",
-                    args.samples.display(),
+                    samples_path.display(),
                     target.dim()
                 )));
             }
@@ -118,11 +141,12 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
             )
         }
         (None, Some(path)) => {
-            let r = load_file(path).map_err(|e| usage(&e))?;
+            let path = PathBuf::from(path);
+            let r = load_file(&path).map_err(|e| usage(&e))?;
             if r.dim != dim {
                 return Err(CliError::Usage(format!(
                     "`{}` has dimension {dim} but reference `{}` has dimension {}",
-                    args.samples.display(),
+                    samples_path.display(),
                     path.display(),
                     r.dim
                 )));

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use thiserror::Error;
 
+mod classifier;
 mod divergences;
 mod eval;
 mod sample;
@@ -34,6 +35,8 @@ pub enum Command {
     /// Run a study and write its tables and figures (`study exact --target ring8-unbalanced`).
     #[command(subcommand)]
     Study(study::StudyCommand),
+    /// Train the image metric network (a classifier).
+    Classifier(classifier::ClassifierArgs),
 }
 
 /// A command-line failure: bad input (exit code 2) or a failure while running (exit code 1).
@@ -86,5 +89,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Study(cmd) => study::run(cmd),
+        Command::Classifier(args) => classifier::run(args),
     }
 }

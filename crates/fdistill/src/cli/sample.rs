@@ -1,21 +1,26 @@
-//! `fdistill sample --checkpoint DIR --n N [--nfe K] [--sampler heun|euler] --out FILE.csv|FILE.npy`.
+//! `fdistill sample --checkpoint DIR --n N [--nfe K] [--sampler heun|euler] --out FILE.csv|FILE.npy
+//! [--grid FILE.png]`.
+//!
+//! Class-conditional checkpoints are sampled class-balanced: sample `i` gets label
+//! `i mod n_classes`.
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::core::Denoiser;
 use fdistill::core::checkpoint::{CheckpointError, load_module, read_json};
 use fdistill::core::data::{save_file, standard_normal};
+use fdistill::core::images::save_image_grid;
 use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill::core::teacher::TeacherCheckpointState;
-use fdistill::nets::MlpDenoiserConfig;
 use rand::SeedableRng;
 
 use super::CliError;
-use super::teacher::read_run_config;
+use super::teacher::{TeacherNet, read_run_config};
 
 /// The ODE solver of `--sampler`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -54,6 +59,9 @@ pub struct SampleArgs {
     /// Output file: .csv or .npy.
     #[arg(long)]
     pub out: PathBuf,
+    /// Image checkpoints: also write the first samples as a PNG grid (10 per row, up to 100).
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
     /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
     #[arg(long, default_value = "flex")]
     pub device: String,
@@ -91,6 +99,20 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
     let sigmas =
         karras_sigmas(steps, args.sigma_min, args.sigma_max, args.rho).map_err(|e| usage(&e))?;
     let (run, config) = read_run_config(&args.checkpoint)?;
+    let image_shape = config.net.image_shape();
+    if let Some(g) = &args.grid {
+        if image_shape.is_none() {
+            return Err(CliError::Usage(
+                "--grid needs an image checkpoint (a UNet teacher); this one is an MLP".into(),
+            ));
+        }
+        if g.extension().and_then(|e| e.to_str()) != Some("png") {
+            return Err(CliError::Usage(format!(
+                "--grid `{}`: use a .png file name",
+                g.display()
+            )));
+        }
+    }
     let state_path = run.checkpoint_file("state.json");
     let state: TeacherCheckpointState = read_json(&state_path).map_err(|e| usage(&e))?;
     let task = SampleTask {
@@ -113,6 +135,13 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         )));
     }
     save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
+        let cols = 10.min(args.n);
+        let rows = args.n.div_ceil(cols).min(10);
+        let pixels: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        save_image_grid(grid, &pixels, shape, rows, cols).map_err(|e| usage(&e))?;
+        eprintln!("wrote a {rows}×{cols} grid to {}", grid.display());
+    }
     eprintln!(
         "wrote {} samples ({:?}, {} NFE, teacher step {}) to {}",
         args.n,
@@ -125,7 +154,7 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
 }
 
 struct SampleTask {
-    net: MlpDenoiserConfig,
+    net: TeacherNet,
     weights: PathBuf,
     kind: SamplerKind,
     sigmas: Vec<f64>,
@@ -138,18 +167,35 @@ impl BackendTask for SampleTask {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         // Inference only: the EMA weights on the inner (non-autodiff) backend.
-        let net = load_module::<B::InnerBackend, _>(self.net.init(&device), &self.weights)?;
-        let dim = self.net.dim;
+        match &self.net {
+            TeacherNet::Mlp(c) => {
+                let net = load_module::<B::InnerBackend, _>(c.init(&device), &self.weights)?;
+                Ok(self.sample_with(&net, &device))
+            }
+            TeacherNet::Unet(c) => {
+                let net = load_module::<B::InnerBackend, _>(c.init(&device), &self.weights)?;
+                Ok(self.sample_with(&net, &device))
+            }
+        }
+    }
+}
+
+impl SampleTask {
+    /// Latents from the seed, class-balanced labels for conditional nets, then the ODE solver.
+    fn sample_with<B: Backend, D: Denoiser<B>>(&self, net: &D, device: &B::Device) -> Vec<f64> {
+        let dim = self.net.dim();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
         let z = standard_normal(self.n * dim, &mut rng);
-        let latents = Tensor::<B::InnerBackend, 2>::from_data(
-            TensorData::new(z, [self.n, dim]).convert::<f32>(),
-            &device,
-        ); // [n, dim]
-        let x = sample(self.kind, &net, latents, &self.sigmas, None); // [n, dim]
-        Ok(x.into_data()
+        let latents =
+            Tensor::<B, 2>::from_data(TensorData::new(z, [self.n, dim]).convert::<f32>(), device); // [n, dim]
+        let labels = self.net.n_classes().map(|k| {
+            let l: Vec<i64> = (0..self.n).map(|i| (i % k) as i64).collect();
+            Tensor::<B, 1, Int>::from_data(TensorData::new(l, [self.n]), device) // [n]
+        });
+        let x = sample(self.kind, net, latents, &self.sigmas, labels); // [n, dim]
+        x.into_data()
             .convert::<f64>()
             .to_vec::<f64>()
-            .expect("converted to f64"))
+            .expect("converted to f64")
     }
 }

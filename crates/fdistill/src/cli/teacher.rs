@@ -1,15 +1,19 @@
-//! `fdistill teacher train --data NAME|FILE --out DIR [--steps N] [--config FILE] [--dry-run]`.
+//! `fdistill teacher train --data NAME|FILE|IMAGES --out DIR [--net mlp|unet[:PRESET]]
+//! [--steps N] [--config FILE] [--dry-run]`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Subcommand};
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::checkpoint::{RunDir, save_module, write_json};
 use fdistill::core::data::{DataSource, TrainingData};
-use fdistill::core::teacher::{TeacherCheckpointState, TeacherConfig, TeacherState, train_teacher};
-use fdistill::nets::{MlpDenoiser, MlpDenoiserConfig};
+use fdistill::core::teacher::{
+    EdmDenoiser, TeacherCheckpointState, TeacherConfig, TeacherState, train_teacher,
+};
+use fdistill::nets::{MlpDenoiserConfig, UNetConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -26,16 +30,24 @@ pub struct TeacherArgs {
 /// `fdistill teacher` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TeacherAction {
-    /// Train an EDM teacher (MLP denoiser) on a built-in target or a CSV/NPY file.
+    /// Train an EDM teacher: an MLP denoiser on a built-in target or a CSV/NPY file, or a UNet
+    /// on images.
     Train(TrainArgs),
 }
 
 /// Arguments of `fdistill teacher train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Built-in target (bimodal-1d, grid25, mog40, ring8-unbalanced, two-moons) or a .csv/.npy file.
+    /// Built-in target (bimodal-1d, grid25, mog40, ring8-unbalanced, two-moons), a .csv/.npy
+    /// file, or images: fashion-mnist[:DIR], idx:IMAGES,LABELS, png:DIR, each optionally
+    /// @SIDE (e.g. fashion-mnist@16). Labelled images train a class-conditional net.
     #[arg(long)]
     pub data: String,
+    /// Network: `mlp` (vectors) or `unet[:PRESET]` (images; presets fashion-mnist,
+    /// fashion-mnist-small (default), fashion-mnist-16, tiny). Resolution, channels and classes
+    /// follow the data; a config file's `unet` object replaces the preset.
+    #[arg(long, default_value = "mlp")]
+    pub net: String,
     /// Run directory to create (config.json, metrics.jsonl, checkpoint/).
     #[arg(long)]
     pub out: PathBuf,
@@ -70,6 +82,67 @@ pub struct NetOverrides {
 pub struct UserConfig {
     pub teacher: TeacherConfig,
     pub net: NetOverrides,
+    /// A full UNet configuration (with `--net unet`), replacing the preset.
+    pub unet: Option<UNetConfig>,
+}
+
+/// The teacher network: its configuration is enough to rebuild it. Serialised untagged, so
+/// MLP runs keep their `config.json` format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TeacherNet {
+    /// EDM MLP for vectors.
+    Mlp(MlpDenoiserConfig),
+    /// EDM UNet for images.
+    Unet(UNetConfig),
+}
+
+impl TeacherNet {
+    /// Validates the configuration.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            TeacherNet::Mlp(c) => c.check().map_err(|e| e.to_string()),
+            TeacherNet::Unet(c) => c.check().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Flattened data dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            TeacherNet::Mlp(c) => c.dim,
+            TeacherNet::Unet(c) => c.dim(),
+        }
+    }
+
+    /// Number of classes of a conditional net.
+    pub fn n_classes(&self) -> Option<usize> {
+        match self {
+            TeacherNet::Mlp(c) => c.n_classes,
+            TeacherNet::Unet(c) => c.n_classes,
+        }
+    }
+
+    /// `(channels, height, width)` of an image net.
+    pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
+        match self {
+            TeacherNet::Mlp(_) => None,
+            TeacherNet::Unet(c) => Some((c.channels, c.resolution, c.resolution)),
+        }
+    }
+}
+
+/// A UNet preset by name (`fashion-mnist-16` is `fashion-mnist-small` at 16×16 with two levels,
+/// sized for a CPU budget).
+fn unet_preset(name: &str) -> Result<UNetConfig, CliError> {
+    if name == "fashion-mnist-16" {
+        return Ok(UNetConfig {
+            resolution: 16,
+            channel_mult: vec![1, 2],
+            ..UNetConfig::fashion_mnist_small()
+        });
+    }
+    UNetConfig::preset(name)
+        .map_err(|e| CliError::Usage(format!("--net unet:{name}: {e}, fashion-mnist-16")))
 }
 
 /// Where the training data came from.
@@ -87,7 +160,7 @@ pub struct TeacherRunConfig {
     /// Always `"teacher"`.
     pub kind: String,
     pub data: DataInfo,
-    pub net: MlpDenoiserConfig,
+    pub net: TeacherNet,
     pub teacher: TeacherConfig,
 }
 
@@ -113,22 +186,70 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
     let teacher = teacher
         .check()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let sigma_data = match user.net.sigma_data {
-        Some(s) => s,
-        None => {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(teacher.seed);
-            // σ_data is a scale; 3 significant digits keep config.json readable.
-            let s = data.std(&mut rng);
-            format!("{s:.2e}").parse().expect("formatted float parses")
+    let net = match args
+        .net
+        .split_once(':')
+        .map_or((args.net.as_str(), None), |(a, b)| (a, Some(b)))
+    {
+        ("mlp", None) => {
+            if let TrainingData::Images(_) = data {
+                return Err(CliError::Usage(format!(
+                    "--data `{}` is images; use --net unet",
+                    args.data
+                )));
+            }
+            let sigma_data = match user.net.sigma_data {
+                Some(s) => s,
+                None => {
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(teacher.seed);
+                    // σ_data is a scale; 3 significant digits keep config.json readable.
+                    let s = data.std(&mut rng);
+                    format!("{s:.2e}").parse().expect("formatted float parses")
+                }
+            };
+            let mut net = MlpDenoiserConfig::new(data.dim(), sigma_data);
+            let o = &user.net;
+            net.hidden = o.hidden.unwrap_or(net.hidden);
+            net.depth = o.depth.unwrap_or(net.depth);
+            net.embedding_size = o.embedding_size.unwrap_or(net.embedding_size);
+            net.embedding_max_period = o.embedding_max_period.unwrap_or(net.embedding_max_period);
+            TeacherNet::Mlp(net)
+        }
+        ("unet", preset) => {
+            let TrainingData::Images(set) = &data else {
+                return Err(CliError::Usage(format!(
+                    "--net unet needs images (fashion-mnist, idx:…, png:…); `{}` is not",
+                    args.data
+                )));
+            };
+            if set.height != set.width {
+                return Err(CliError::Usage(format!(
+                    "the UNet needs square images; `{}` is {}×{}",
+                    args.data, set.height, set.width
+                )));
+            }
+            let mut net = match (&user.unet, preset) {
+                (Some(u), _) => u.clone(),
+                (None, p) => unet_preset(p.unwrap_or("fashion-mnist-small"))?,
+            };
+            // Resolution, channels and classes always follow the data.
+            net.resolution = set.height;
+            net.channels = set.channels;
+            net.n_classes = data.n_classes();
+            if let Some(s) = user.net.sigma_data {
+                net.sigma_data = s;
+            }
+            TeacherNet::Unet(net)
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--net `{}`: use `mlp` or `unet[:PRESET]` (presets: {}, fashion-mnist-16)",
+                args.net,
+                UNetConfig::PRESETS.join(", ")
+            )));
         }
     };
-    let mut net = MlpDenoiserConfig::new(data.dim(), sigma_data);
-    let o = &user.net;
-    net.hidden = o.hidden.unwrap_or(net.hidden);
-    net.depth = o.depth.unwrap_or(net.depth);
-    net.embedding_size = o.embedding_size.unwrap_or(net.embedding_size);
-    net.embedding_max_period = o.embedding_max_period.unwrap_or(net.embedding_max_period);
-    net.check().map_err(|e| CliError::Usage(e.to_string()))?;
+    net.check().map_err(CliError::Usage)?;
     let config = TeacherRunConfig {
         kind: "teacher".into(),
         data: DataInfo {
@@ -197,9 +318,9 @@ struct MetricsLine {
 }
 
 /// Writes `checkpoint/{model,ema}.safetensors` and `checkpoint/state.json`.
-fn save_checkpoint<B: AutodiffBackend>(
+fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
     run: &RunDir,
-    state: &TeacherState<B, MlpDenoiser<B>>,
+    state: &TeacherState<B, M>,
     ema_beta: f64,
     loss: f64,
 ) -> anyhow::Result<()> {
@@ -220,55 +341,72 @@ impl BackendTask for TrainTask {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), CliError> {
         let TrainTask { config, data, run } = self;
-        let t = &config.teacher;
-        let model = config.net.init::<B>(&device);
-        let bar = ProgressBar::new(t.steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} loss {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        let start = Instant::now();
-        let mut loss_avg = f64::NAN;
-        let result = train_teacher(model, &data, t, &device, |m, state| {
-            loss_avg = if loss_avg.is_nan() {
-                m.loss
-            } else {
-                0.98 * loss_avg + 0.02 * m.loss
-            };
-            bar.set_position(m.step as u64);
-            if m.step % 10 == 0 || m.step == t.steps {
-                bar.set_message(format!("{loss_avg:.4}"));
-            }
-            if m.step % t.log_every == 0 || m.step == t.steps {
-                let elapsed = start.elapsed().as_secs_f64();
-                run.append_metrics(&MetricsLine {
-                    step: m.step,
-                    loss: m.loss,
-                    ema_beta: m.ema_beta,
-                    elapsed_s: elapsed,
-                    steps_per_s: m.step as f64 / elapsed.max(1e-9),
-                })?;
-            }
-            if m.step % t.checkpoint_every == 0 || m.step == t.steps {
-                save_checkpoint(&run, state, m.ema_beta, m.loss)?;
-            }
-            Ok(())
-        });
-        bar.finish_and_clear();
-        result.map_err(|e| CliError::Runtime(e.into()))?;
-        let elapsed = start.elapsed().as_secs_f64();
-        eprintln!(
-            "trained {} steps in {elapsed:.1} s ({:.0} steps/s), final loss (running mean) {loss_avg:.4}; \
-             checkpoint in {}",
-            t.steps,
-            t.steps as f64 / elapsed,
-            run.checkpoint_dir().display()
-        );
-        Ok(())
+        match &config.net {
+            TeacherNet::Mlp(c) => train_net(c.init::<B>(&device), &config, &data, &run, &device),
+            TeacherNet::Unet(c) => train_net(c.init::<B>(&device), &config, &data, &run, &device),
+        }
     }
+}
+
+/// The training loop of [`train_teacher`] with a progress bar, metrics and checkpoints.
+fn train_net<B, M>(
+    model: M,
+    config: &TeacherRunConfig,
+    data: &TrainingData,
+    run: &RunDir,
+    device: &B::Device,
+) -> Result<(), CliError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + EdmDenoiser<B>,
+{
+    let t = &config.teacher;
+    let bar = ProgressBar::new(t.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} loss {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    let mut loss_avg = f64::NAN;
+    let result = train_teacher(model, data, t, device, |m, state| {
+        loss_avg = if loss_avg.is_nan() {
+            m.loss
+        } else {
+            0.98 * loss_avg + 0.02 * m.loss
+        };
+        bar.set_position(m.step as u64);
+        if m.step % 10 == 0 || m.step == t.steps {
+            bar.set_message(format!("{loss_avg:.4}"));
+        }
+        if m.step % t.log_every == 0 || m.step == t.steps {
+            let elapsed = start.elapsed().as_secs_f64();
+            run.append_metrics(&MetricsLine {
+                step: m.step,
+                loss: m.loss,
+                ema_beta: m.ema_beta,
+                elapsed_s: elapsed,
+                steps_per_s: m.step as f64 / elapsed.max(1e-9),
+            })?;
+        }
+        if m.step % t.checkpoint_every == 0 || m.step == t.steps {
+            save_checkpoint(run, state, m.ema_beta, m.loss)?;
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    result.map_err(|e| CliError::Runtime(e.into()))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    eprintln!(
+        "trained {} steps in {elapsed:.1} s ({:.0} steps/s), final loss (running mean) {loss_avg:.4}; \
+         checkpoint in {}",
+        t.steps,
+        t.steps as f64 / elapsed,
+        run.checkpoint_dir().display()
+    );
+    Ok(())
 }
 
 /// Reads and checks a teacher run's `config.json`.
@@ -288,5 +426,13 @@ pub fn read_run_config(dir: &Path) -> Result<(RunDir, TeacherRunConfig), CliErro
         .net
         .check()
         .map_err(|e| CliError::Usage(format!("{}: {e}", run.config_path().display())))?;
+    if config.net.dim() != config.data.dim {
+        return Err(CliError::Usage(format!(
+            "{}: the net has dimension {} but the data {}",
+            run.config_path().display(),
+            config.net.dim(),
+            config.data.dim
+        )));
+    }
     Ok((run, config))
 }

@@ -1,0 +1,243 @@
+//! End-to-end on the 1000-image Fashion-MNIST fixture at 16×16 with tiny networks and a few
+//! steps: `classifier train` → `teacher train --net unet` → `sample --grid` →
+//! `eval --images`, and bad image input answered with exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fdistill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fdistill"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn fixture() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/fashion-mnist-t10k-first1000");
+    format!(
+        "idx:{},{}@16",
+        dir.join("t10k-images-idx3-ubyte-first1000.gz").display(),
+        dir.join("t10k-labels-idx1-ubyte-first1000.gz").display()
+    )
+}
+
+/// A 16×16 UNet with 8 base channels, two levels, attention only in the middle.
+const TINY_UNET: &str = r#"{
+  "teacher": {"batch_size": 8, "checkpoint_every": 3, "log_every": 1, "lr": 1e-3},
+  "unet": {"resolution": 16, "channels": 1, "model_channels": 8, "channel_mult": [1, 2],
+           "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0, "n_classes": null,
+           "embedding_max_period": 10000.0, "sigma_data": 0.5}
+}"#;
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn classifier_teacher_sample_eval_on_the_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture();
+
+    // 1. the metric network: one epoch on 1000 images, tested on the same fixture
+    let clf = dir.path().join("clf");
+    let o = fdistill(&[
+        "classifier",
+        "train",
+        "--data",
+        &data,
+        "--test",
+        &data,
+        "--out",
+        p(&clf),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100",
+        "--widths",
+        "8,16",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("test accuracy"), "{}", text(&o));
+    for f in ["config.json", "result.json", "checkpoint/model.safetensors"] {
+        assert!(clf.join(f).is_file(), "{f} missing");
+    }
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(clf.join("result.json")).unwrap()).unwrap();
+    let acc = result["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{acc}");
+
+    // 2. a class-conditional UNet teacher, 3 steps
+    let cfg = dir.path().join("unet.json");
+    std::fs::write(&cfg, TINY_UNET).unwrap();
+    let run = dir.path().join("teacher");
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        &data,
+        "--net",
+        "unet",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&run),
+        "--steps",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["net"]["n_classes"], 10, "labels make it conditional");
+    assert_eq!(config["net"]["resolution"], 16);
+
+    // 3. 20 class-balanced samples at 3 NFE, as NPY and a PNG grid
+    let npy = dir.path().join("s.npy");
+    let png = dir.path().join("grid.png");
+    let o = fdistill(&[
+        "sample",
+        "--checkpoint",
+        p(&run),
+        "--n",
+        "20",
+        "--nfe",
+        "3",
+        "--out",
+        p(&npy),
+        "--grid",
+        p(&png),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let grid = std::fs::read(&png).unwrap();
+    assert_eq!(&grid[1..4], b"PNG");
+
+    // 4. image metrics with their real-vs-real floors
+    let o = fdistill(&[
+        "eval",
+        "--images",
+        p(&npy),
+        "--classifier",
+        p(&clf),
+        "--reference",
+        &data,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["samples"], 20);
+    for key in [
+        "frechet_distance",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "class_coverage",
+        "class_kl_to_uniform",
+    ] {
+        assert!(report["metrics"][key].is_number(), "{key}: {report}");
+        assert!(report["floor"][key].is_number(), "{key}: {report}");
+    }
+    let o = fdistill(&[
+        "eval",
+        "--images",
+        p(&npy),
+        "--classifier",
+        p(&clf),
+        "--reference",
+        &data,
+    ]);
+    assert!(
+        text(&o).contains("Fréchet distance (classifier features)"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("FID"));
+}
+
+fn assert_usage_error(o: &Output, needle: &str) {
+    let e = text(o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(needle), "expected `{needle}` in: {e}");
+}
+
+#[test]
+fn bad_image_input_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out: PathBuf = dir.path().join("x");
+    // A truncated IDX file.
+    let bad = dir.path().join("bad-images");
+    std::fs::write(
+        &bad,
+        [0u8, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2],
+    )
+    .unwrap();
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, [0u8, 0, 8, 1, 0, 0, 0, 5, 0, 1, 2, 3, 4]).unwrap();
+    let spec = format!("idx:{},{}", p(&bad), p(&labels));
+    let o = fdistill(&["classifier", "train", "--data", &spec, "--out", p(&out)]);
+    assert_usage_error(&o, "truncated");
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        &spec,
+        "--net",
+        "unet",
+        "--out",
+        p(&out),
+    ]);
+    assert_usage_error(&o, "truncated");
+    // A missing data directory names the Debian package.
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        "fashion-mnist:/nonexistent",
+        "--net",
+        "unet",
+        "--out",
+        p(&out),
+    ]);
+    assert_usage_error(&o, "dataset-fashion-mnist");
+    // Images with the MLP, vectors with the UNet, unknown presets.
+    let o = fdistill(&["teacher", "train", "--data", &fixture(), "--out", p(&out)]);
+    assert_usage_error(&o, "use --net unet");
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        "two-moons",
+        "--net",
+        "unet",
+        "--out",
+        p(&out),
+    ]);
+    assert_usage_error(&o, "needs images");
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        &fixture(),
+        "--net",
+        "unet:huge",
+        "--out",
+        p(&out),
+        "--dry-run",
+    ]);
+    assert_usage_error(&o, "unknown UNet preset");
+    // eval --images with a directory that is not a classifier run.
+    let npy = dir.path().join("s.npy");
+    std::fs::write(&npy, b"not npy").unwrap();
+    let o = fdistill(&["eval", "--images", p(&npy), "--classifier", p(dir.path())]);
+    assert_usage_error(&o, "config.json");
+}
