@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod denoiser;
+pub mod distill;
 pub mod divergence;
 pub mod error;
 pub mod exact;
@@ -31,7 +32,7 @@ pub mod testing;
 pub mod update;
 pub mod weights;
 
-pub use denoiser::Denoiser;
+pub use denoiser::{Denoiser, FeatureDenoiser};
 pub use divergence::{Divergence, ModeBehaviour, log_sigmoid, sigmoid, softplus};
 pub use error::RegistryError;
 pub use exact::{AnalyticTeacher, ExactRatio};

@@ -1,8 +1,8 @@
 //! # fdistill-nets
 //!
-//! Networks of fdistill: EDM preconditioning, the MLP and UNet denoisers, the convolutional
-//! discriminator heads, and the Fashion-MNIST classifier used as the image metric network
-//! (the VarDiU posterior follows).
+//! Networks of fdistill: EDM preconditioning, the MLP and UNet denoisers, the MLP and
+//! convolutional discriminator heads, and the Fashion-MNIST classifier used as the image
+//! metric network.
 
 pub mod classifier;
 pub mod conv_disc;
@@ -11,9 +11,11 @@ pub mod embedding;
 #[cfg(test)]
 pub(crate) mod grad_check;
 pub mod mlp;
+pub mod mlp_disc;
 pub mod unet;
 
 pub use classifier::{Classifier, ClassifierConfig};
 pub use conv_disc::{ConvDiscriminator, ConvDiscriminatorConfig};
 pub use mlp::{MlpDenoiser, MlpDenoiserConfig};
+pub use mlp_disc::{MlpDiscriminator, MlpDiscriminatorConfig};
 pub use unet::{UNet, UNetConfig};

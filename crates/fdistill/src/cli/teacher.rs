@@ -98,6 +98,19 @@ pub enum TeacherNet {
 }
 
 impl TeacherNet {
+    /// The MLP configuration; distillation and one-step sampling are wired for MLP teachers
+    /// (vectors) only so far.
+    pub fn as_mlp(&self) -> Result<&MlpDenoiserConfig, CliError> {
+        match self {
+            TeacherNet::Mlp(c) => Ok(c),
+            TeacherNet::Unet(_) => Err(CliError::Usage(
+                "this teacher is a UNet (images); distillation currently supports MLP teachers \
+                 (vector data) only: train the teacher with `--net mlp`"
+                    .into(),
+            )),
+        }
+    }
+
     /// Validates the configuration.
     pub fn check(&self) -> Result<(), String> {
         match self {
@@ -269,7 +282,8 @@ pub fn run(args: TeacherArgs) -> Result<(), CliError> {
     }
 }
 
-fn train(args: TrainArgs) -> Result<(), CliError> {
+/// `fdistill teacher train` as a function (the demo calls it).
+pub fn train(args: TrainArgs) -> Result<(), CliError> {
     let device: DeviceSpec = args
         .device
         .parse()
