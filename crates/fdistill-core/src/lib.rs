@@ -15,6 +15,7 @@ pub mod error;
 pub mod exact;
 pub mod feature_metrics;
 pub mod gmm;
+pub mod grad_clip;
 pub mod idx;
 pub mod images;
 pub mod losses;
@@ -29,6 +30,7 @@ pub mod teacher;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod update;
+pub mod vardiu;
 pub mod weights;
 
 pub use denoiser::Denoiser;
