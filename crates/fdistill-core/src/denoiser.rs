@@ -40,3 +40,22 @@ pub fn score_from_denoised<B: Backend>(
     let s2 = sigma.clone().mul(sigma).unsqueeze_dim::<2>(1); // [batch, 1]
     (denoised - x) / s2
 }
+
+/// A denoiser that also exposes the feature maps a discriminator head reads (SPEC §2):
+/// the teacher's encoder taps (`teacher-features`) or the fake score's bottleneck
+/// (`fake-score-features`). An MLP gives one flat tap `[batch, hidden]`; a UNet gives one
+/// spatial tap per resolution level. An analytic denoiser has no features (empty `Vec`):
+/// it can serve as a teacher whenever no learned discriminator reads it.
+pub trait FeatureDenoiser<B: Backend>: Denoiser<B> {
+    /// `D(x; σ, label)` and the feature taps of the same forward pass.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, dim]`, `sigma`: `[batch]`, `labels`: `[batch]`
+    /// - returns `(denoised [batch, dim], taps)`, each tap `[batch, c]` or `[batch, c, h, w]`
+    fn denoise_with_features(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> (Tensor<B, 2>, Vec<crate::ratio::FeatureMap<B>>);
+}

@@ -8,7 +8,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoiser, FeatureDenoiser};
 use crate::gmm::{self, GaussianMixture};
 use crate::ratio::{DensityRatioEstimator, RatioInput};
 
@@ -72,6 +72,19 @@ impl<B: Backend> Denoiser<B> for AnalyticTeacher {
             .flat_map(|(row, &s)| self.mixture.denoise(row, s))
             .collect();
         Tensor::from_data(TensorData::new(out, [sig.len(), dim]), &device)
+    }
+}
+
+/// The analytic teacher has no feature taps: it serves configurations whose ratio is exact
+/// or unused (DMD2 without GAN), never a learned discriminator.
+impl<B: Backend> FeatureDenoiser<B> for AnalyticTeacher {
+    fn denoise_with_features(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> (Tensor<B, 2>, Vec<crate::ratio::FeatureMap<B>>) {
+        (Denoiser::<B>::denoise(self, x, sigma, labels), Vec::new())
     }
 }
 

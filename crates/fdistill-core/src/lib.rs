@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod denoiser;
+pub mod distill;
 pub mod divergence;
 pub mod error;
 pub mod exact;
@@ -33,7 +34,7 @@ pub mod update;
 pub mod vardiu;
 pub mod weights;
 
-pub use denoiser::Denoiser;
+pub use denoiser::{Denoiser, FeatureDenoiser};
 pub use divergence::{Divergence, ModeBehaviour, log_sigmoid, sigmoid, softplus};
 pub use error::RegistryError;
 pub use exact::{AnalyticTeacher, ExactRatio};

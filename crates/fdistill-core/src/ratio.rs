@@ -92,6 +92,13 @@ pub trait LearnedRatioEstimator<B: AutodiffBackend>: DensityRatioEstimator<B> {
     /// # Shapes
     /// returns a scalar tensor `[1]`.
     fn loss(&self, real: &RatioInput<B>, fake: &RatioInput<B>) -> Tensor<B, 1>;
+
+    /// Checks that `input` carries what this estimator reads (number and shapes of feature
+    /// taps) before training starts; the error says what is missing. Default: accepts all.
+    fn check_input(&self, input: &RatioInput<B>) -> Result<(), String> {
+        let _ = input;
+        Ok(())
+    }
 }
 
 /// The same log-ratio for every sample. `Constant::new(0.0)` means "student = teacher"

@@ -1,0 +1,58 @@
+//! Distillation: the loop infrastructure ([`driver`]) shared by every method, and the
+//! f-distill method itself ([`fdistill`], configured by [`config`]).
+//!
+//! A method implements [`DistillMethod`](driver::DistillMethod) (one iteration, save/load,
+//! one-step generation); [`run_distillation`](driver::run_distillation) owns the step count,
+//! RNG, checkpoints, exact resume, the non-finite check and `metrics.jsonl`.
+
+use thiserror::Error;
+
+use crate::RegistryError;
+use crate::checkpoint::CheckpointError;
+
+pub mod config;
+pub mod driver;
+pub mod fdistill;
+
+pub use config::DistillConfig;
+pub use driver::{DistillMethod, DriverConfig, StepMetrics, run_distillation};
+pub use fdistill::{Critic, FDistill, FDistillMetrics};
+
+/// Distillation errors: configuration, setup, non-finite values, checkpoints.
+#[derive(Debug, Error)]
+pub enum DistillError {
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid distillation config: {0}")]
+    Config(String),
+    /// The divergence name is unknown (the message lists the known names).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The networks, data or estimator do not fit together.
+    #[error("cannot set up distillation: {0}")]
+    Setup(String),
+    /// A loss, weight or gradient became NaN or infinite.
+    #[error(
+        "non-finite {quantity} ({value}) at step {step}; training stopped before writing anything, \
+         so the last checkpoint ({last_checkpoint}) is intact. Lower the learning rates (lr_*) or \
+         lambda_gan, then continue with --resume"
+    )]
+    NonFinite {
+        /// The 1-based step.
+        step: usize,
+        /// What was non-finite (`"generator loss"`, `"fake-score gradient norm"`, ...).
+        quantity: String,
+        /// Its value.
+        value: f64,
+        /// The last checkpoint written (`"step 400"` or `"none yet"`).
+        last_checkpoint: String,
+    },
+    /// Reading or writing the run directory failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The run cannot be resumed as asked.
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    /// The observer stopped training.
+    #[error(transparent)]
+    Observer(driver::BoxError),
+}
