@@ -16,7 +16,6 @@ pub mod error;
 pub mod exact;
 pub mod feature_metrics;
 pub mod gmm;
-pub mod grad_clip;
 pub mod idx;
 pub mod images;
 pub mod losses;

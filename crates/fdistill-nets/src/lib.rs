@@ -1,14 +1,12 @@
 //! # fdistill-nets
 //!
-//! Networks of fdistill: EDM preconditioning, the MLP denoiser and generator (UNet, discriminator heads
+//! Networks of fdistill: EDM preconditioning, the MLP denoiser (UNet, discriminator heads
 //! follow) and the VarDiU posterior.
 
 pub mod edm;
 pub mod embedding;
-pub mod generator;
 pub mod mlp;
 pub mod posterior;
 
-pub use generator::{MlpGenerator, MlpGeneratorConfig};
 pub use mlp::{MlpDenoiser, MlpDenoiserConfig};
 pub use posterior::{GaussianPosterior, GaussianPosteriorConfig};

@@ -45,14 +45,25 @@ fn target() -> GaussianMixture {
     GaussianMixture::new(vec![1.0], vec![vec![1.0, -2.0]], vec![vec![0.7, 1.3]]).unwrap()
 }
 
+/// Serialises every network initialisation of this file: the backend's RNG is global, and
+/// the resume test needs two constructions to give the same weights.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn locked<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// A posterior whose output layer is randomly initialised, so that `log q_φ` depends on x_t.
 fn posterior<B: Backend>(device: &B::Device) -> GaussianPosterior<B> {
     let mut cfg = GaussianPosteriorConfig::new(2, 2, 1.5);
     cfg.hidden = 16;
     cfg.depth = 2;
-    let mut net = cfg.init::<B>(device);
-    net.output = LinearConfig::new(16, 4).init(device);
-    net
+    locked(|| {
+        let mut net = cfg.init::<B>(device);
+        net.output = LinearConfig::new(16, 4).init(device);
+        net
+    })
 }
 
 struct Draw {
@@ -267,5 +278,142 @@ fn a_short_run_fits_a_gaussian_target() {
     for (j, (m, s)) in [(1.0, 0.7), (-2.0, 1.3)].into_iter().enumerate() {
         assert!((b[j] - m).abs() < 0.15, "mean[{j}] = {} vs {m}", b[j]);
         assert!((a[j] - s).abs() < 0.15 * s, "std[{j}] = {} vs {s}", a[j]);
+    }
+}
+
+mod method {
+    use super::*;
+    use fdistill_core::checkpoint::RunDir;
+    use fdistill_core::distill::driver::DriverSummary;
+    use fdistill_core::distill::{
+        DistillError, DistillMethod, DriverConfig, VarDiU, VarDiuConfig, run_distillation,
+    };
+    use fdistill_core::vardiu::PowSchedule;
+    use fdistill_nets::{MlpDenoiser, MlpDenoiserConfig};
+    use std::path::Path;
+
+    type Method = VarDiU<A, AnalyticTeacher, MlpDenoiser<A>, GaussianPosterior<A>>;
+
+    fn method(steps: usize, nan_at: Option<usize>) -> Method {
+        let device = Default::default();
+        let mut net = MlpDenoiserConfig::new(2, 1.5);
+        net.hidden = 16;
+        net.depth = 2;
+        let mut post = GaussianPosteriorConfig::new(2, 2, 1.5);
+        post.hidden = 16;
+        post.depth = 2;
+        let config = VarDiuConfig {
+            batch_size: 8,
+            sigma_min: 0.05,
+            sigma_max: 5.0,
+            sigma_init: 5.0,
+            lr_generator: 1e-3,
+            lr_posterior: 1e-3,
+            pow: PowSchedule {
+                start: 0.1,
+                end: 1.0,
+                steps: 10,
+            },
+            inject_nan_at_step: nan_at,
+            driver: DriverConfig {
+                steps,
+                checkpoint_every: 3,
+                log_every: 1,
+                seed: 5,
+            },
+            ..VarDiuConfig::default()
+        };
+        // Networks built from a fixed seed, so that two calls give the same initial weights.
+        let (generator, posterior) = locked(|| {
+            A::seed(&device, 42);
+            (net.init::<A>(&device), post.init::<A>(&device))
+        });
+        VarDiU::new(
+            config,
+            AnalyticTeacher::new(target()),
+            generator,
+            posterior,
+            &device,
+        )
+        .unwrap()
+    }
+
+    fn run(m: &mut Method, dir: &Path, resume: bool) -> Result<DriverSummary, DistillError> {
+        let run = RunDir::create(dir).unwrap();
+        let config = m.config().driver.clone();
+        run_distillation(m, &config, &run, resume, |_| Ok(()))
+    }
+
+    /// metrics.jsonl without the wall-clock times.
+    fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("time");
+                v
+            })
+            .collect()
+    }
+
+    /// 8 steps in one go vs 5 steps, then a fresh method resumed to 8: the same metrics line
+    /// for line (generator, posterior, both AdamW states, EMA, RNG, pow schedule).
+    #[test]
+    fn resume_is_exact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        run(&mut method(8, None), &a, false).unwrap();
+        run(&mut method(5, None), &b, false).unwrap();
+        let s = run(&mut method(8, None), &b, true).unwrap();
+        assert_eq!((s.first_step, s.last_step), (6, 8));
+        let (ma, mb) = (metrics(&a), metrics(&b));
+        assert_eq!(ma.len(), 8);
+        assert_eq!(ma, mb);
+        assert_ne!(ma[1]["neg_log_q"], ma[7]["neg_log_q"]);
+        // pow anneals 0.1 → 1 over 10 steps: step 6 uses pow(5) = 0.55.
+        assert!((ma[5]["pow"].as_f64().unwrap() - 0.55).abs() < 1e-12);
+        // One-step samples of the EMA generator.
+        let mut m = method(8, None);
+        m.load(&a.join("checkpoint")).unwrap();
+        let x = m.generate(Tensor::zeros([3, 2], &Default::default()));
+        assert_eq!(x.dims(), [3, 2]);
+    }
+
+    /// An injected NaN at step 5 stops with the step and quantity; the step-3 checkpoint is
+    /// intact and the run resumes to the end without the fault.
+    #[test]
+    fn injected_nan_stops_and_keeps_the_last_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        let e = run(&mut method(8, Some(5)), &dir, false).unwrap_err();
+        assert!(
+            matches!(&e, DistillError::NonFinite { step: 5, quantity, .. } if quantity == "VarDiU loss"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("(step 3) is intact"), "{e}");
+        assert_eq!(metrics(&dir).len(), 4);
+        let s = run(&mut method(8, None), &dir, true).unwrap();
+        assert_eq!(s.last_step, 8);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = VarDiuConfig {
+            sigma_min: 0.0,
+            ..VarDiuConfig::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sigma_min"), "{e}");
+        let e = VarDiuConfig {
+            lr_posterior: -1.0,
+            ..VarDiuConfig::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lr_posterior"), "{e}");
     }
 }
