@@ -16,8 +16,9 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use fdistill_core::Denoiser;
+use fdistill_core::ratio::FeatureMap;
 use fdistill_core::teacher::EdmDenoiser;
+use fdistill_core::{Denoiser, FeatureDenoiser};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -231,6 +232,19 @@ impl<B: Backend> Denoiser<B> for MlpDenoiser<B> {
         labels: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 2> {
         self.forward(x, sigma, labels)
+    }
+}
+
+/// One flat tap: the last hidden activation `[batch, hidden]`.
+impl<B: Backend> FeatureDenoiser<B> for MlpDenoiser<B> {
+    fn denoise_with_features(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> (Tensor<B, 2>, Vec<FeatureMap<B>>) {
+        let (denoised, features) = self.forward_with_features(x, sigma, labels);
+        (denoised, vec![FeatureMap::Flat(features)])
     }
 }
 
