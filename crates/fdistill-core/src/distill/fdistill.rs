@@ -410,10 +410,7 @@ where
     /// # Shapes
     /// - `z`: `[batch, dim]`; returns `[batch, dim]`
     fn generate_train(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
-        let [batch, _] = z.dims();
-        let s = self.config.sigma_init;
-        let sigma = Tensor::<B, 1>::full([batch], s, &self.device);
-        self.generator.denoise(z.mul_scalar(s), sigma, None)
+        super::one_step_generate(&self.generator, z, self.config.sigma_init)
     }
 
     /// The generator objective of SPEC §4 for given latents `z`, noise levels `sigma` and
@@ -759,11 +756,7 @@ where
     }
 
     fn generate(&self, latents: Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2> {
-        let [batch, _] = latents.dims();
-        let s = self.config.sigma_init;
-        let sigma = Tensor::<B::InnerBackend, 1>::full([batch], s, &latents.device());
-        self.generator_ema
-            .denoise(latents.mul_scalar(s), sigma, None)
+        super::one_step_generate(&self.generator_ema, latents, self.config.sigma_init)
     }
 }
 

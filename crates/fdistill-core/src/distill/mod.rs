@@ -5,8 +5,11 @@
 //! one-step generation); [`run_distillation`](driver::run_distillation) owns the step count,
 //! RNG, checkpoints, exact resume, the non-finite check and `metrics.jsonl`.
 
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use thiserror::Error;
 
+use crate::Denoiser;
 use crate::RegistryError;
 use crate::checkpoint::CheckpointError;
 
@@ -19,6 +22,23 @@ pub use config::DistillConfig;
 pub use driver::{DistillMethod, DriverConfig, StepMetrics, run_distillation};
 pub use fdistill::{Critic, FDistill, FDistillMetrics};
 pub use vardiu::{VarDiU, VarDiuConfig, VarDiuMetrics};
+
+/// The one-step generator of SPEC §4: the teacher-initialised denoiser evaluated at the
+/// largest noise level on pure noise,
+///
+/// $$ x_0 = G(z) = D_G(\sigma_\text{init}\, z;\ \sigma_\text{init}),\qquad z \sim \mathcal N(0, I). $$
+///
+/// # Shapes
+/// - `z`: `[batch, dim]`; returns `[batch, dim]`
+pub fn one_step_generate<B: Backend, D: Denoiser<B> + ?Sized>(
+    generator: &D,
+    z: Tensor<B, 2>,
+    sigma_init: f64,
+) -> Tensor<B, 2> {
+    let [batch, _] = z.dims();
+    let sigma = Tensor::<B, 1>::full([batch], sigma_init, &z.device());
+    generator.denoise(z.mul_scalar(sigma_init), sigma, None)
+}
 
 /// Distillation errors: configuration, setup, non-finite values, checkpoints.
 #[derive(Debug, Error)]

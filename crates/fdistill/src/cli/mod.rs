@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use thiserror::Error;
 
+mod demo;
+mod distill;
 mod divergences;
 mod eval;
 mod sample;
@@ -27,7 +29,11 @@ pub enum Command {
     Divergences(divergences::DivergencesArgs),
     /// Train an EDM teacher.
     Teacher(teacher::TeacherArgs),
-    /// Draw samples from a trained checkpoint.
+    /// Distil a trained teacher into a one-step student (f-distill; DMD2 and Diff-Instruct presets).
+    Distill(distill::DistillArgs),
+    /// Train a teacher on ring8-unbalanced, distil it with three divergences, write a summary.
+    Demo(demo::DemoArgs),
+    /// Draw samples from a trained teacher (multi-step) or student (one step) checkpoint.
     Sample(sample::SampleArgs),
     /// Evaluate samples against a target or a reference set.
     Eval(eval::EvalArgs),
@@ -83,6 +89,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Divergences(args) => divergences::run(args),
         Command::Teacher(args) => teacher::run(args),
+        Command::Distill(args) => distill::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Study(cmd) => study::run(cmd),

@@ -27,7 +27,8 @@ pub enum SamplerArg {
 /// Arguments of `fdistill sample`.
 #[derive(Debug, Args)]
 pub struct SampleArgs {
-    /// Run directory of a trained teacher (`fdistill teacher train --out`).
+    /// Run directory of a trained teacher (`fdistill teacher train --out`) or of a student
+    /// (`fdistill distill --out`; one step, --nfe and the grid options do not apply).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Number of samples.
@@ -74,6 +75,9 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
                 args.out.display()
             )));
         }
+    }
+    if super::distill::run_kind(&args.checkpoint)? == "student" {
+        return sample_student(&args, device);
     }
     let kind = match args.sampler {
         SamplerArg::Heun => SamplerKind::Heun,
@@ -151,5 +155,58 @@ impl BackendTask for SampleTask {
             .convert::<f64>()
             .to_vec::<f64>()
             .expect("converted to f64"))
+    }
+}
+
+/// One-step samples of a student run's EMA generator.
+fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError> {
+    let (run, config) = super::distill::read_student_config(&args.checkpoint)?;
+    let task = StudentSampleTask {
+        net: config.net,
+        weights: super::distill::student_weights(&run)?,
+        sigma_init: config.distill.sigma_init,
+        n: args.n,
+        seed: args.seed,
+    };
+    let values = dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))??;
+    let dim = values.len() / args.n;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "sample {} is not finite ({}); the student's weights are broken",
+            i / dim + 1,
+            values[i]
+        )));
+    }
+    save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    eprintln!(
+        "wrote {} one-step samples (NFE 1, {}) to {}",
+        args.n,
+        config.distill.divergence,
+        args.out.display()
+    );
+    Ok(())
+}
+
+struct StudentSampleTask {
+    net: MlpDenoiserConfig,
+    weights: PathBuf,
+    sigma_init: f64,
+    n: usize,
+    seed: u64,
+}
+
+impl BackendTask for StudentSampleTask {
+    type Output = Result<Vec<f64>, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        super::distill::student_samples::<B::InnerBackend>(
+            &self.net,
+            &self.weights,
+            self.sigma_init,
+            self.n,
+            self.seed,
+            &device,
+        )
+        .map(|(v, _)| v)
     }
 }

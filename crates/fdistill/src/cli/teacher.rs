@@ -148,7 +148,8 @@ pub fn run(args: TeacherArgs) -> Result<(), CliError> {
     }
 }
 
-fn train(args: TrainArgs) -> Result<(), CliError> {
+/// `fdistill teacher train` as a function (the demo calls it).
+pub fn train(args: TrainArgs) -> Result<(), CliError> {
     let device: DeviceSpec = args
         .device
         .parse()
