@@ -19,11 +19,11 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::DistillError;
 use super::driver::{
     AdamWOptimizer, DistillMethod, DriverConfig, StepMetrics, adamw, clip_grad_norm, load_adamw,
     save_adamw,
 };
+use super::{DistillError, one_step_generate};
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
 use crate::data::standard_normal;
 use crate::denoiser::Denoiser;
@@ -216,20 +216,6 @@ fn host_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape).convert::<f32>(), device)
 }
 
-/// The one-step generator of a teacher-copy network, `x0 = D_G(σ_init z; σ_init)`.
-///
-/// # Shapes
-/// - `z`: `[batch, dim]`; returns `[batch, dim]`
-pub fn one_step_sample<B: Backend, N: Denoiser<B>>(
-    net: &N,
-    z: Tensor<B, 2>,
-    sigma_init: f64,
-) -> Tensor<B, 2> {
-    let [batch, _] = z.dims();
-    let sigma = Tensor::<B, 1>::full([batch], sigma_init, &z.device());
-    net.denoise(z.mul_scalar(sigma_init), sigma, None)
-}
-
 impl<B, T, N, P> VarDiU<B, T, N, P>
 where
     B: AutodiffBackend,
@@ -326,7 +312,7 @@ where
         // 2. the loss: −w log q_φ(z | x_t) + injected −w log p_σ(x_t), x_t = G(z) + σε
         let t = Instant::now();
         let z = host_tensor::<B, 2>(z, [b, d], &dev);
-        let x0 = one_step_sample(&self.generator, z.clone(), cfg.sigma_init); // [b, d]
+        let x0 = one_step_generate(&self.generator, z.clone(), cfg.sigma_init); // [b, d]
         let out = vardiu_loss(
             VarDiuBatch {
                 z,
@@ -458,6 +444,6 @@ where
     }
 
     fn generate(&self, latents: Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2> {
-        one_step_sample(&self.generator_ema, latents, self.config.sigma_init)
+        one_step_generate(&self.generator_ema, latents, self.config.sigma_init)
     }
 }
