@@ -30,6 +30,7 @@ pub mod teacher;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod update;
+pub mod vardiu;
 pub mod weights;
 
 pub use denoiser::{Denoiser, FeatureDenoiser};

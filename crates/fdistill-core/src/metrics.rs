@@ -80,6 +80,21 @@ pub fn mmd2(x: &[f64], y: &[f64], dim: usize) -> f64 {
     (kxx + kyy - 2.0 * kxy).max(0.0)
 }
 
+/// [`mmd2`] averaged over the bandwidths instead of summed (VarDiU's "MMD averaged over RBF
+/// bandwidths 0.25–4"):
+///
+/// $$ \overline{\mathrm{MMD}^2} = \frac{1}{|H|}\sum_{h \in H} \widehat{\mathrm{MMD}}{}^2_h
+///    = \widehat{\mathrm{MMD}}{}^2 / |H|, $$
+///
+/// since the V-statistic is linear in the kernel and [`rbf_kernel`] is the sum of the
+/// single-bandwidth kernels.
+///
+/// # Panics
+/// As [`mmd2`].
+pub fn mmd2_bandwidth_mean(x: &[f64], y: &[f64], dim: usize) -> f64 {
+    mmd2(x, y, dim) / MMD_BANDWIDTHS.len() as f64
+}
+
 /// Energy distance (V-statistic), `ℰ = 2E‖X − Y‖ − E‖X − X'‖ − E‖Y − Y'‖ ≥ 0`:
 ///
 /// $$ \hat{\mathcal E} = \tfrac{2}{nm}\sum_{i,j}\lVert x_i - y_j\rVert
@@ -284,6 +299,34 @@ mod tests {
                 mean + std * z
             })
             .collect::<Vec<f64>>()
+    }
+
+    /// Independent: one V-statistic per bandwidth with a single Gaussian kernel, averaged.
+    #[test]
+    fn bandwidth_mean_is_the_average_of_single_bandwidth_mmds() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let x = targets::ring8_unbalanced().sample(120, &mut rng);
+        let y = targets::grid25().sample(90, &mut rng);
+        let single = |h: f64| {
+            let k = |a: &[f64], b: &[f64]| {
+                let d2: f64 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
+                (-d2 / (2.0 * h * h)).exp()
+            };
+            let mean = |s: &[f64], t: &[f64]| {
+                let mut tot = 0.0;
+                for a in s.chunks(2) {
+                    for b in t.chunks(2) {
+                        tot += k(a, b);
+                    }
+                }
+                tot / ((s.len() / 2) * (t.len() / 2)) as f64
+            };
+            mean(&x, &x) + mean(&y, &y) - 2.0 * mean(&x, &y)
+        };
+        let expect = MMD_BANDWIDTHS.iter().map(|h| single(*h)).sum::<f64>() / 5.0;
+        let got = mmd2_bandwidth_mean(&x, &y, 2);
+        assert!(expect > 0.01, "{expect}");
+        assert!((got - expect).abs() < 1e-12, "{got} vs {expect}");
     }
 
     #[test]

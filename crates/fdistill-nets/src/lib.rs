@@ -1,8 +1,8 @@
 //! # fdistill-nets
 //!
 //! Networks of fdistill: EDM preconditioning, the MLP and UNet denoisers, the MLP and
-//! convolutional discriminator heads, and the Fashion-MNIST classifier used as the image
-//! metric network.
+//! convolutional discriminator heads, the VarDiU Gaussian posterior, and the Fashion-MNIST
+//! classifier used as the image metric network.
 
 pub mod classifier;
 pub mod conv_disc;
@@ -12,10 +12,12 @@ pub mod embedding;
 pub(crate) mod grad_check;
 pub mod mlp;
 pub mod mlp_disc;
+pub mod posterior;
 pub mod unet;
 
 pub use classifier::{Classifier, ClassifierConfig};
 pub use conv_disc::{ConvDiscriminator, ConvDiscriminatorConfig};
 pub use mlp::{MlpDenoiser, MlpDenoiserConfig};
 pub use mlp_disc::{MlpDiscriminator, MlpDiscriminatorConfig};
+pub use posterior::{GaussianPosterior, GaussianPosteriorConfig};
 pub use unet::{UNet, UNetConfig};

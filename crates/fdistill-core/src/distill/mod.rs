@@ -1,5 +1,5 @@
 //! Distillation: the loop infrastructure ([`driver`]) shared by every method, and the
-//! f-distill method itself ([`fdistill`], configured by [`config`]).
+//! methods: f-distill ([`fdistill`], configured by [`config`]) and VarDiU ([`vardiu`]).
 //!
 //! A method implements [`DistillMethod`](driver::DistillMethod) (one iteration, save/load,
 //! one-step generation); [`run_distillation`](driver::run_distillation) owns the step count,
@@ -16,10 +16,12 @@ use crate::checkpoint::CheckpointError;
 pub mod config;
 pub mod driver;
 pub mod fdistill;
+pub mod vardiu;
 
 pub use config::DistillConfig;
 pub use driver::{DistillMethod, DriverConfig, StepMetrics, run_distillation};
 pub use fdistill::{Critic, FDistill, FDistillMetrics};
+pub use vardiu::{VarDiU, VarDiuConfig, VarDiuMetrics};
 
 /// The one-step generator of SPEC §4: the teacher-initialised denoiser evaluated at the
 /// largest noise level on pure noise,
