@@ -77,8 +77,24 @@ fn train_sample_eval_end_to_end() {
         "7",
         "--out",
         out.to_str().unwrap(),
+        "--plot",
+        dir.path().join("s.png").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let png = image::open(dir.path().join("s.png")).expect("the scatter plot is a PNG");
+    assert!(png.width() > 100 && png.height() > 100);
+    let o = fdistill(&[
+        "sample",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--n",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+        "--plot",
+        "plot.jpg",
+    ]);
+    assert_usage_error(&o, "use a .png file name");
     let o = fdistill(&[
         "eval",
         "--samples",

@@ -4,7 +4,7 @@
 //! Class-conditional checkpoints are sampled class-balanced: sample `i` gets label
 //! `i mod n_classes`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -16,8 +16,10 @@ use fdistill::core::data::{save_file, standard_normal};
 use fdistill::core::images::save_image_grid;
 use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
+use fdistill::core::targets::gmm_target;
 use fdistill::core::teacher::TeacherCheckpointState;
 use fdistill::nets::MlpDenoiserConfig;
+use fdistill::plot::{Scatter, scatter_png};
 use rand::SeedableRng;
 
 use super::CliError;
@@ -64,9 +66,63 @@ pub struct SampleArgs {
     /// Image checkpoints: also write the first samples as a PNG grid (10 per row, up to 100).
     #[arg(long)]
     pub grid: Option<PathBuf>,
+    /// 2-D data: also write a scatter PNG of the samples over the target density (the density
+    /// background only for built-in Gaussian-mixture targets).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
     #[arg(long, default_value = "flex")]
     pub device: String,
+}
+
+/// Checks `--plot` before any sampling: a `.png` name.
+fn check_plot_arg(plot: &Option<PathBuf>) -> Result<(), CliError> {
+    match plot {
+        Some(p) if p.extension().and_then(|e| e.to_str()) != Some("png") => Err(CliError::Usage(
+            format!("--plot `{}`: use a .png file name", p.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the `--plot` scatter of 2-D samples over the density of `source` when it is a
+/// built-in Gaussian-mixture target. The view covers the samples and the target's modes.
+fn write_scatter(path: &Path, values: &[f64], dim: usize, source: &str) -> Result<(), CliError> {
+    if dim != 2 {
+        return Err(CliError::Usage(format!(
+            "--plot needs 2-D samples; these have dimension {dim}"
+        )));
+    }
+    let points: Vec<[f64; 2]> = values.chunks(2).map(|p| [p[0], p[1]]).collect();
+    let mixture = gmm_target(source).ok();
+    let mut extent = points
+        .iter()
+        .fold(1.0f64, |m, p| m.max(p[0].abs()).max(p[1].abs()));
+    if let Some(g) = &mixture {
+        for (m, s) in g.means().iter().zip(g.stds()) {
+            extent = extent
+                .max(m[0].abs() + 3.0 * s[0])
+                .max(m[1].abs() + 3.0 * s[1]);
+        }
+    }
+    let extent = 1.05 * extent;
+    let log_density = mixture
+        .as_ref()
+        .map(|g| move |x: f64, y: f64| g.log_density(&[x, y], 0.0));
+    let title = format!("{} samples over {source}", points.len());
+    scatter_png(
+        path,
+        &Scatter {
+            title: &title,
+            points: &points,
+            log_density: log_density.as_ref().map(|f| f as &dyn Fn(f64, f64) -> f64),
+            x_range: (-extent, extent),
+            y_range: (-extent, extent),
+        },
+    )
+    .map_err(CliError::Runtime)?;
+    eprintln!("wrote a scatter plot to {}", path.display());
+    Ok(())
 }
 
 /// Runs `fdistill sample`.
@@ -85,6 +141,7 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
             )));
         }
     }
+    check_plot_arg(&args.plot)?;
     if super::distill::run_kind(&args.checkpoint)? == "student" {
         return sample_student(&args, device);
     }
@@ -140,6 +197,9 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         )));
     }
     save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    if let Some(plot) = &args.plot {
+        write_scatter(plot, &values, dim, &config.data.source)?;
+    }
     if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
         let cols = 10.min(args.n);
         let rows = args.n.div_ceil(cols).min(10);
@@ -225,6 +285,9 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
         )));
     }
     save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    if let Some(plot) = &args.plot {
+        write_scatter(plot, &values, dim, &config.data.source)?;
+    }
     eprintln!(
         "wrote {} one-step samples (NFE 1, {}) to {}",
         args.n,
