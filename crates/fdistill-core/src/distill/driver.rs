@@ -365,6 +365,32 @@ fn param_ids<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamId> {
     ids.0
 }
 
+/// Saves a trained network and its AdamW state as `dir/module_file` and `dir/optim_file`
+/// (what every [`DistillMethod::save`] does once per network).
+pub fn save_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    optim: &AdamWOptimizer<B, M>,
+    dir: &Path,
+    (module_file, optim_file): (&str, &str),
+) -> Result<(), CheckpointError> {
+    crate::checkpoint::save_module::<B, _>(module, &dir.join(module_file))?;
+    save_adamw(optim, module, &dir.join(optim_file))
+}
+
+/// Loads what [`save_trained`] wrote: the network's weights (names and shapes checked), then
+/// its AdamW state mapped onto the loaded parameters.
+pub fn load_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: M,
+    optim: AdamWOptimizer<B, M>,
+    dir: &Path,
+    (module_file, optim_file): (&str, &str),
+    device: &B::Device,
+) -> Result<(M, AdamWOptimizer<B, M>), CheckpointError> {
+    let module = crate::checkpoint::load_module::<B, _>(module, &dir.join(module_file))?;
+    let optim = load_adamw(optim, &module, &dir.join(optim_file), device)?;
+    Ok((module, optim))
+}
+
 /// Saves an AdamW state (moments and step counts) for `module` to `path`, atomically.
 ///
 /// Burn keys optimiser state by runtime [`ParamId`]s, which a freshly built network does not

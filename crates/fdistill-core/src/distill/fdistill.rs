@@ -22,8 +22,8 @@ use super::config::{
     DistillConfig, DsmWeighting, FeatureSource, NoiseSampler, RatioSource, Surrogate,
 };
 use super::driver::{
-    AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grad_norm, grad_norm, load_adamw,
-    save_adamw,
+    AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grad_norm, grad_norm, load_trained,
+    save_trained,
 };
 use crate::Divergence;
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
@@ -706,50 +706,50 @@ where
     }
 
     fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        save_module::<B, _>(&self.generator, &dir.join(GENERATOR))?;
-        save_module::<B::InnerBackend, _>(&self.generator_ema, &dir.join(GENERATOR_EMA))?;
-        save_module::<B, _>(&self.fake_score, &dir.join(FAKE_SCORE))?;
-        save_adamw(
-            &self.opt_generator,
+        save_trained(
             &self.generator,
-            &dir.join(OPT_GENERATOR),
+            &self.opt_generator,
+            dir,
+            (GENERATOR, OPT_GENERATOR),
         )?;
-        save_adamw(
-            &self.opt_fake_score,
+        save_module::<B::InnerBackend, _>(&self.generator_ema, &dir.join(GENERATOR_EMA))?;
+        save_trained(
             &self.fake_score,
-            &dir.join(OPT_FAKE_SCORE),
+            &self.opt_fake_score,
+            dir,
+            (FAKE_SCORE, OPT_FAKE_SCORE),
         )?;
         if let (Some(head), Some(opt)) = (&self.head, &self.opt_head) {
-            save_module::<B, _>(head, &dir.join(DISCRIMINATOR))?;
-            save_adamw(opt, head, &dir.join(OPT_DISCRIMINATOR))?;
+            save_trained(head, opt, dir, (DISCRIMINATOR, OPT_DISCRIMINATOR))?;
         }
         write_json(&dir.join(STATE), &self.state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), CheckpointError> {
         let dev = self.device.clone();
-        self.generator = load_module::<B, _>(self.generator.clone(), &dir.join(GENERATOR))?;
+        (self.generator, self.opt_generator) = load_trained(
+            self.generator.clone(),
+            self.opt_generator.clone(),
+            dir,
+            (GENERATOR, OPT_GENERATOR),
+            &dev,
+        )?;
         self.generator_ema = load_module::<B::InnerBackend, _>(
             self.generator_ema.clone(),
             &dir.join(GENERATOR_EMA),
         )?;
-        self.fake_score = load_module::<B, _>(self.fake_score.clone(), &dir.join(FAKE_SCORE))?;
-        self.opt_generator = load_adamw(
-            self.opt_generator.clone(),
-            &self.generator,
-            &dir.join(OPT_GENERATOR),
-            &dev,
-        )?;
-        self.opt_fake_score = load_adamw(
+        (self.fake_score, self.opt_fake_score) = load_trained(
+            self.fake_score.clone(),
             self.opt_fake_score.clone(),
-            &self.fake_score,
-            &dir.join(OPT_FAKE_SCORE),
+            dir,
+            (FAKE_SCORE, OPT_FAKE_SCORE),
             &dev,
         )?;
         if let (Some(head), Some(opt)) = (self.head.take(), self.opt_head.take()) {
-            let head = load_module::<B, _>(head, &dir.join(DISCRIMINATOR))?;
-            self.opt_head = Some(load_adamw(opt, &head, &dir.join(OPT_DISCRIMINATOR), &dev)?);
+            let (head, opt) =
+                load_trained(head, opt, dir, (DISCRIMINATOR, OPT_DISCRIMINATOR), &dev)?;
             self.head = Some(head);
+            self.opt_head = Some(opt);
         }
         self.state = read_json(&dir.join(STATE))?;
         Ok(())

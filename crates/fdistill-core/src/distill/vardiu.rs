@@ -20,8 +20,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::driver::{
-    AdamWOptimizer, DistillMethod, DriverConfig, StepMetrics, adamw, clip_grad_norm, load_adamw,
-    save_adamw,
+    AdamWOptimizer, DistillMethod, DriverConfig, StepMetrics, adamw, clip_grad_norm, load_trained,
+    save_trained,
 };
 use super::{DistillError, one_step_generate};
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
@@ -403,40 +403,40 @@ where
     }
 
     fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        save_module::<B, _>(&self.generator, &dir.join(GENERATOR))?;
-        save_module::<B::InnerBackend, _>(&self.generator_ema, &dir.join(GENERATOR_EMA))?;
-        save_module::<B, _>(&self.posterior, &dir.join(POSTERIOR))?;
-        save_adamw(
-            &self.opt_generator,
+        save_trained(
             &self.generator,
-            &dir.join(OPT_GENERATOR),
+            &self.opt_generator,
+            dir,
+            (GENERATOR, OPT_GENERATOR),
         )?;
-        save_adamw(
-            &self.opt_posterior,
+        save_module::<B::InnerBackend, _>(&self.generator_ema, &dir.join(GENERATOR_EMA))?;
+        save_trained(
             &self.posterior,
-            &dir.join(OPT_POSTERIOR),
+            &self.opt_posterior,
+            dir,
+            (POSTERIOR, OPT_POSTERIOR),
         )?;
         write_json(&dir.join(STATE), &self.state)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), CheckpointError> {
         let dev = self.device.clone();
-        self.generator = load_module::<B, _>(self.generator.clone(), &dir.join(GENERATOR))?;
+        (self.generator, self.opt_generator) = load_trained(
+            self.generator.clone(),
+            self.opt_generator.clone(),
+            dir,
+            (GENERATOR, OPT_GENERATOR),
+            &dev,
+        )?;
         self.generator_ema = load_module::<B::InnerBackend, _>(
             self.generator_ema.clone(),
             &dir.join(GENERATOR_EMA),
         )?;
-        self.posterior = load_module::<B, _>(self.posterior.clone(), &dir.join(POSTERIOR))?;
-        self.opt_generator = load_adamw(
-            self.opt_generator.clone(),
-            &self.generator,
-            &dir.join(OPT_GENERATOR),
-            &dev,
-        )?;
-        self.opt_posterior = load_adamw(
+        (self.posterior, self.opt_posterior) = load_trained(
+            self.posterior.clone(),
             self.opt_posterior.clone(),
-            &self.posterior,
-            &dir.join(OPT_POSTERIOR),
+            dir,
+            (POSTERIOR, OPT_POSTERIOR),
             &dev,
         )?;
         self.state = read_json(&dir.join(STATE))?;
