@@ -4,6 +4,25 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+/// Checks a sinusoidal embedding's channel count: even and ≥ 2 (cosines and sines pair up).
+pub fn check_embedding_size(size: usize) -> Result<(), String> {
+    if size < 2 || !size.is_multiple_of(2) {
+        return Err(format!("embedding_size must be even and ≥ 2, got {size}"));
+    }
+    Ok(())
+}
+
+/// Checks a sinusoidal embedding's maximum period `P`: finite and > 1 (else the
+/// frequencies `P^{−i/h}` do not decrease).
+pub fn check_embedding_period(max_period: f64) -> Result<(), String> {
+    if !(max_period.is_finite() && max_period > 1.0) {
+        return Err(format!(
+            "embedding_max_period must be > 1, got {max_period}"
+        ));
+    }
+    Ok(())
+}
+
 /// The `i`-th frequency of a `size`-channel embedding, `ω_i = P^{−i/(size/2)}` for
 /// `i = 0, …, size/2 − 1` with maximum period `P`.
 pub fn embedding_frequency(i: usize, size: usize, max_period: f64) -> f64 {

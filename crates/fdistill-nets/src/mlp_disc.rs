@@ -23,7 +23,7 @@ use fdistill_core::losses::discriminator_loss;
 use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstimator, RatioInput};
 use serde::{Deserialize, Serialize};
 
-use crate::embedding::sinusoidal_embedding;
+use crate::embedding::{check_embedding_size, sinusoidal_embedding};
 use crate::mlp::NetConfigError;
 
 /// Configuration of [`MlpDiscriminator`], saved in the run directory's `config.json`.
@@ -68,12 +68,8 @@ impl MlpDiscriminatorConfig {
         if self.hidden == 0 {
             return Err(NetConfigError("discriminator hidden must be ≥ 1".into()));
         }
-        if self.embedding_size < 2 || !self.embedding_size.is_multiple_of(2) {
-            return Err(NetConfigError(format!(
-                "discriminator embedding_size must be even and ≥ 2, got {}",
-                self.embedding_size
-            )));
-        }
+        check_embedding_size(self.embedding_size)
+            .map_err(|m| NetConfigError(format!("discriminator {m}")))?;
         Ok(())
     }
 

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::edm::edm_scalings_tensor;
 use crate::embedding::sinusoidal_embedding;
+use crate::embedding::{check_embedding_period, check_embedding_size};
 use crate::mlp::NetConfigError;
 
 /// Configuration of [`GaussianPosterior`], saved with the run.
@@ -74,17 +75,11 @@ impl GaussianPosteriorConfig {
                 self.hidden, self.depth
             ));
         }
-        if self.embedding_size < 2 || !self.embedding_size.is_multiple_of(2) {
-            return err(format!(
-                "embedding_size must be even and ≥ 2, got {}",
-                self.embedding_size
-            ));
+        if let Err(m) = check_embedding_size(self.embedding_size) {
+            return err(m);
         }
-        if !(self.embedding_max_period.is_finite() && self.embedding_max_period > 1.0) {
-            return err(format!(
-                "embedding_max_period must be > 1, got {}",
-                self.embedding_max_period
-            ));
+        if let Err(m) = check_embedding_period(self.embedding_max_period) {
+            return err(m);
         }
         if !(self.sigma_data.is_finite() && self.sigma_data > 0.0) {
             return err(format!(

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::edm::edm_scalings_tensor;
+use crate::embedding::check_embedding_period;
 use crate::embedding::sinusoidal_embedding;
 
 /// An invalid UNet configuration.
@@ -267,11 +268,8 @@ impl UNetConfig {
         if self.n_classes == Some(0) {
             return err("n_classes must be ≥ 1 or absent".into());
         }
-        if !(self.embedding_max_period.is_finite() && self.embedding_max_period > 1.0) {
-            return err(format!(
-                "embedding_max_period must be > 1, got {}",
-                self.embedding_max_period
-            ));
+        if let Err(m) = check_embedding_period(self.embedding_max_period) {
+            return err(m);
         }
         if !(self.sigma_data.is_finite() && self.sigma_data > 0.0) {
             return err(format!(
