@@ -9,6 +9,8 @@ pub mod conv_disc;
 pub mod edm;
 pub mod embedding;
 #[cfg(test)]
+mod fdistill_images_tests;
+#[cfg(test)]
 pub(crate) mod grad_check;
 pub mod mlp;
 pub mod mlp_disc;

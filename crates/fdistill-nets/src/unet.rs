@@ -37,8 +37,9 @@ use burn::nn::{
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use fdistill_core::Denoiser;
+use fdistill_core::ratio::FeatureMap;
 use fdistill_core::teacher::EdmDenoiser;
+use fdistill_core::{Denoiser, FeatureDenoiser};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -615,6 +616,23 @@ impl<B: Backend> Denoiser<B> for UNet<B> {
         labels: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 2> {
         self.forward(x, sigma, labels)
+    }
+}
+
+/// The taps are the encoder's feature maps at the end of each resolution level
+/// ([`UNetConfig::tap_shapes`]), what [`ConvDiscriminator`](crate::ConvDiscriminator) reads.
+impl<B: Backend> FeatureDenoiser<B> for UNet<B> {
+    fn denoise_with_features(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> (Tensor<B, 2>, Vec<FeatureMap<B>>) {
+        let (denoised, taps) = self.forward_with_features(x, sigma, labels);
+        (
+            denoised,
+            taps.into_iter().map(FeatureMap::Spatial).collect(),
+        )
     }
 }
 

@@ -376,7 +376,7 @@ mod method {
         // One-step samples of the EMA generator.
         let mut m = method(8, None);
         m.load(&a.join("checkpoint")).unwrap();
-        let x = m.generate(Tensor::zeros([3, 2], &Default::default()));
+        let x = m.generate(Tensor::zeros([3, 2], &Default::default()), None);
         assert_eq!(x.dims(), [3, 2]);
     }
 

@@ -64,7 +64,7 @@ fn main() {
         )
     };
     let teacher_rate = time(&|| sample(SamplerKind::Heun, &net, latents(), &sigmas, None));
-    let student_rate = time(&|| one_step_generate(&net, latents(), 80.0));
+    let student_rate = time(&|| one_step_generate(&net, latents(), 80.0, None));
     println!("sampling at batch {BATCH} (median of {REPEATS}):");
     println!("  teacher, Heun 35 NFE   {teacher_rate:>12.0} samples/s");
     println!("  student, 1 NFE         {student_rate:>12.0} samples/s");

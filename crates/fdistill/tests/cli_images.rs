@@ -161,6 +161,78 @@ fn classifier_teacher_sample_eval_on_the_fixture() {
         text(&o)
     );
     assert!(!text(&o).contains("FID"));
+
+    // 5. f-distill on images through the same `distill` command: UNet generator and fake
+    // score, convolutional heads on the teacher's taps; 4 iterations, then resumed to 6
+    let student = dir.path().join("student");
+    let overrides = dir.path().join("tiny.json");
+    std::fs::write(
+        &overrides,
+        r#"{"batch_size": 4, "critic_steps": 1, "driver": {"checkpoint_every": 2, "log_every": 1}}"#,
+    )
+    .unwrap();
+    let distill = |steps: &str, resume: bool| {
+        let mut args = vec!["distill", "--out", p(&student), "--steps", steps];
+        if resume {
+            args.push("--resume");
+        } else {
+            args.extend([
+                "--teacher",
+                p(&run),
+                "--divergence",
+                "jensen-shannon",
+                "--config",
+                p(&overrides),
+            ]);
+        }
+        fdistill(&args)
+    };
+    let o = distill("4", false);
+    assert!(o.status.success(), "{}", text(&o));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(student.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["net"]["resolution"], 16);
+    let taps = config["discriminator"]["taps"].as_array().unwrap();
+    assert_eq!(taps.len(), 2, "one conv head per UNet level: {config}");
+    let o = distill("6", true);
+    assert!(o.status.success(), "{}", text(&o));
+    let lines = std::fs::read_to_string(student.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 6);
+    assert!(lines.contains("loss_discriminator"));
+
+    let npy = dir.path().join("student.npy");
+    let png = dir.path().join("student.png");
+    let o = fdistill(&[
+        "sample",
+        "--checkpoint",
+        p(&student),
+        "--n",
+        "20",
+        "--out",
+        p(&npy),
+        "--grid",
+        p(&png),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("one-step samples"), "{}", text(&o));
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    let o = fdistill(&[
+        "eval",
+        "--images",
+        p(&npy),
+        "--classifier",
+        p(&clf),
+        "--reference",
+        &data,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        report["metrics"]["frechet_distance"].is_number(),
+        "{report}"
+    );
 }
 
 fn assert_usage_error(o: &Output, needle: &str) {

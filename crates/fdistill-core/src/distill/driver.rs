@@ -23,8 +23,8 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -63,11 +63,16 @@ pub trait DistillMethod<B: AutodiffBackend> {
     /// Restores what [`save`](Self::save) wrote.
     fn load(&mut self, dir: &Path) -> Result<(), CheckpointError>;
 
-    /// One-step samples of the (EMA) generator from standard-normal latents.
+    /// One-step samples of the (EMA) generator from standard-normal latents, with one class
+    /// label per latent for a class-conditional generator (`None` otherwise).
     ///
     /// # Shapes
-    /// - `latents`: `[batch, dim]`; returns `[batch, dim]`
-    fn generate(&self, latents: Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2>;
+    /// - `latents`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+    fn generate(
+        &self,
+        latents: Tensor<B::InnerBackend, 2>,
+        labels: Option<Tensor<B::InnerBackend, 1, Int>>,
+    ) -> Tensor<B::InnerBackend, 2>;
 }
 
 /// Loop settings shared by every method.

@@ -13,7 +13,8 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -227,6 +228,9 @@ where
     opt_head: Option<AdamWOptimizer<B, C>>,
     state: MethodState,
     dim: usize,
+    /// Classes of labelled data: every network is then called with labels (uniform for
+    /// generated samples, the data's own for real ones).
+    classes: Option<usize>,
     device: B::Device,
 }
 
@@ -243,6 +247,11 @@ fn host_tensor<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape).convert::<f32>(), device)
+}
+
+fn label_tensor<B: Backend>(labels: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(values, [labels.len()]), device)
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
@@ -329,6 +338,7 @@ where
             }
             None => None,
         };
+        let classes = data.n_classes();
         let method = FDistill {
             opt_generator: adamw::<B, N>(config.weight_decay),
             opt_fake_score: adamw::<B, N>(config.weight_decay),
@@ -348,6 +358,7 @@ where
                 normaliser,
             },
             dim,
+            classes,
             device: device.clone(),
         };
         method.check_features()?;
@@ -361,7 +372,10 @@ where
         };
         let x = Tensor::<B, 2>::zeros([2, self.dim], &self.device);
         let sigma = Tensor::<B, 1>::ones([2], &self.device);
-        let features = self.features(x.clone(), sigma.clone());
+        let labels = self
+            .classes
+            .map(|_| label_tensor::<B>(&[0, 0], &self.device));
+        let features = self.features(x.clone(), sigma.clone(), labels.clone());
         if features.is_empty() {
             return Err(DistillError::Setup(format!(
                 "feature_source = {:?} but that network has no feature taps (an analytic teacher has none); \
@@ -373,7 +387,7 @@ where
             x_noisy: x,
             sigma,
             features,
-            labels: None,
+            labels,
         };
         head.check_input(&input)
             .map_err(|e| DistillError::Setup(format!("discriminator head: {e}")))
@@ -381,13 +395,33 @@ where
 
     /// Feature taps of `x` from the configured source (no gradient to any parameter of the
     /// frozen teacher; the fake score's parameters see gradients only if the caller steps them).
-    fn features(&self, x: Tensor<B, 2>, sigma: Tensor<B, 1>) -> Vec<FeatureMap<B>> {
+    fn features(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Vec<FeatureMap<B>> {
         match self.config.feature_source {
-            FeatureSource::TeacherFeatures => self.teacher.denoise_with_features(x, sigma, None).1,
+            FeatureSource::TeacherFeatures => {
+                self.teacher.denoise_with_features(x, sigma, labels).1
+            }
             FeatureSource::FakeScoreFeatures => {
-                self.fake_score.denoise_with_features(x, sigma, None).1
+                self.fake_score.denoise_with_features(x, sigma, labels).1
             }
         }
+    }
+
+    /// Classes of a class-conditional run (from the data's labels), `None` otherwise.
+    pub fn classes(&self) -> Option<usize> {
+        self.classes
+    }
+
+    /// Labels of `n` generated samples, uniform over the classes (none for unlabelled data).
+    fn draw_labels(&self, n: usize, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 1, Int>> {
+        self.classes.map(|k| {
+            let l: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+            label_tensor::<B>(&l, &self.device)
+        })
     }
 
     /// The validated configuration.
@@ -408,42 +442,44 @@ where
     /// `x0 = G(z) = D_G(σ_init z; σ_init)`.
     ///
     /// # Shapes
-    /// - `z`: `[batch, dim]`; returns `[batch, dim]`
-    fn generate_train(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
-        super::one_step_generate(&self.generator, z, self.config.sigma_init)
+    /// - `z`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+    fn generate_train(&self, z: Tensor<B, 2>, labels: Option<Tensor<B, 1, Int>>) -> Tensor<B, 2> {
+        super::one_step_generate(&self.generator, z, self.config.sigma_init, labels)
     }
 
-    /// The generator objective of SPEC §4 for given latents `z`, noise levels `sigma` and
-    /// noise `eps` (the step draws them; tests pass their own). Updates the stage-1 bin means.
+    /// The generator objective of SPEC §4 for given latents `z`, noise levels `sigma`, noise
+    /// `eps` and class labels (the step draws them; tests pass their own). Every network sees
+    /// the same labels. Updates the stage-1 bin means.
     ///
     /// # Shapes
-    /// - `z`, `eps`: `[batch, dim]`, `sigma`: `batch` values
+    /// - `z`, `eps`: `[batch, dim]`, `sigma`: `batch` values, `labels`: `[batch]`
     pub fn generator_objective(
         &mut self,
         z: Tensor<B, 2>,
         sigma: &[f64],
         eps: Tensor<B, 2>,
+        labels: Option<Tensor<B, 1, Int>>,
     ) -> GeneratorObjective<B> {
         let [batch, _] = z.dims();
         let cfg = &self.config;
         let sig = host_tensor::<B, 1>(sigma.to_vec(), [batch], &self.device); // [batch]
         // x0 = G(z); x_t = x0 + σ ε
-        let x0 = self.generate_train(z); // [batch, dim]
+        let x0 = self.generate_train(z, labels.clone()); // [batch, dim]
         let x_t = x0.clone() + eps * sig.clone().unsqueeze_dim::<2>(1); // [batch, dim]
 
         // d_F = sg(D_F(x_t)); (d_T, feats) = D_T(x_t): the GAN gradient reaches x0 via feats
         let gan_on = self.head.is_some();
         let (d_t, teacher_feats) =
             self.teacher
-                .denoise_with_features(x_t.clone(), sig.clone(), None);
+                .denoise_with_features(x_t.clone(), sig.clone(), labels.clone());
         let (d_f, fake_feats) = if gan_on && cfg.feature_source == FeatureSource::FakeScoreFeatures
         {
             self.fake_score
-                .denoise_with_features(x_t.clone(), sig.clone(), None)
+                .denoise_with_features(x_t.clone(), sig.clone(), labels.clone())
         } else {
             let d = self
                 .fake_score
-                .denoise(x_t.clone().detach(), sig.clone(), None);
+                .denoise(x_t.clone().detach(), sig.clone(), labels.clone());
             (d, Vec::new())
         };
         let (d_t, d_f) = (d_t.detach(), d_f.detach());
@@ -458,7 +494,7 @@ where
                 x_noisy: x_t.clone(),
                 sigma: sig.clone(),
                 features,
-                labels: None,
+                labels: labels.clone(),
             })
         }); // [batch]
         let raw: Vec<f64> = match (&logits, &self.fixed_ratio) {
@@ -529,11 +565,12 @@ where
         let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
         let sigma = self.noise.sample(b, rng);
         let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
+        let labels = self.draw_labels(b, rng);
         m.time.sample_s = t.elapsed().as_secs_f64();
 
         // 3. generator update: h(r) times the score difference, plus the GAN term
         let t = Instant::now();
-        let obj = self.generator_objective(z, &sigma, eps);
+        let obj = self.generator_objective(z, &sigma, eps, labels);
         let loss = if poison {
             obj.loss.mul_scalar(f64::NAN)
         } else {
@@ -584,22 +621,25 @@ where
         let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
         let sigma = host_tensor::<B, 1>(self.noise.sample(b, rng), [b], &dev);
         let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
+        let labels = self.draw_labels(b, rng);
         let real = (self.head.is_some()).then(|| {
-            let x_r = host_tensor::<B, 2>(self.data.sample(b, rng), [b, d], &dev);
+            let (x_r, labels_r) = self.data.sample_labelled(b, rng);
+            let x_r = host_tensor::<B, 2>(x_r, [b, d], &dev);
+            let labels_r = labels_r.map(|l| label_tensor::<B>(&l, &dev));
             let sigma_r = host_tensor::<B, 1>(self.noise.sample(b, rng), [b], &dev);
             let eps_r = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
             let real_t = x_r + eps_r * sigma_r.clone().unsqueeze_dim::<2>(1); // [b, d]
-            (real_t, sigma_r)
+            (real_t, sigma_r, labels_r)
         });
         m.time.sample_s = t.elapsed().as_secs_f64();
 
         // 1. fake-score update on detached generator samples: L_DSM = mean (D_F(x_t) − x0)²
         let t = Instant::now();
-        let x0 = self.generate_train(z).detach(); // [b, d]
+        let x0 = self.generate_train(z, labels.clone()).detach(); // [b, d]
         let x_t = x0.clone() + eps * sigma.clone().unsqueeze_dim::<2>(1); // [b, d]
         let (d_f, fake_score_feats) =
             self.fake_score
-                .denoise_with_features(x_t.clone(), sigma.clone(), None);
+                .denoise_with_features(x_t.clone(), sigma.clone(), labels.clone());
         let sq = (d_f - x0).powi_scalar(2); // [b, d]
         let dsm = match self.config.dsm_weighting {
             DsmWeighting::Uniform => sq.mean(),
@@ -612,23 +652,25 @@ where
 
         // 2. ratio-estimator update: softplus(C(fake)) + softplus(−C(real))
         let mut loss = dsm;
-        if let (Some(head), Some((real_t, sigma_r))) = (&self.head, real) {
+        if let (Some(head), Some((real_t, sigma_r, labels_r))) = (&self.head, real) {
             let fake_feats = match self.config.feature_source {
-                FeatureSource::TeacherFeatures => self.features(x_t.clone(), sigma.clone()),
+                FeatureSource::TeacherFeatures => {
+                    self.features(x_t.clone(), sigma.clone(), labels.clone())
+                }
                 FeatureSource::FakeScoreFeatures => fake_score_feats,
             };
-            let real_feats = self.features(real_t.clone(), sigma_r.clone());
+            let real_feats = self.features(real_t.clone(), sigma_r.clone(), labels_r.clone());
             let fake_in = RatioInput {
                 x_noisy: x_t,
                 sigma,
                 features: fake_feats,
-                labels: None,
+                labels,
             };
             let real_in = RatioInput {
                 x_noisy: real_t,
                 sigma: sigma_r,
                 features: real_feats,
-                labels: None,
+                labels: labels_r,
             };
             let disc = head.loss(&real_in, &fake_in);
             m.loss_discriminator = Some(scalar(disc.clone()));
@@ -755,8 +797,12 @@ where
         Ok(())
     }
 
-    fn generate(&self, latents: Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2> {
-        super::one_step_generate(&self.generator_ema, latents, self.config.sigma_init)
+    fn generate(
+        &self,
+        latents: Tensor<B::InnerBackend, 2>,
+        labels: Option<Tensor<B::InnerBackend, 1, Int>>,
+    ) -> Tensor<B::InnerBackend, 2> {
+        super::one_step_generate(&self.generator_ema, latents, self.config.sigma_init, labels)
     }
 }
 
@@ -959,6 +1005,7 @@ mod tests {
             host_tensor::<A, 2>(z.clone(), [b, d], &device),
             &sigma,
             host_tensor::<A, 2>(eps.clone(), [b, d], &device),
+            None,
         );
         let grads = obj.loss.backward();
         let got: Vec<f64> = to_host(method.generator().m.val().grad(&grads).unwrap());

@@ -5,8 +5,8 @@
 //! one-step generation); [`run_distillation`](driver::run_distillation) owns the step count,
 //! RNG, checkpoints, exact resume, the non-finite check and `metrics.jsonl`.
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
 use thiserror::Error;
 
 use crate::Denoiser;
@@ -28,16 +28,19 @@ pub use vardiu::{VarDiU, VarDiuConfig, VarDiuMetrics};
 ///
 /// $$ x_0 = G(z) = D_G(\sigma_\text{init}\, z;\ \sigma_\text{init}),\qquad z \sim \mathcal N(0, I). $$
 ///
+/// A class-conditional generator takes one label per latent (`None` for an unconditional one).
+///
 /// # Shapes
-/// - `z`: `[batch, dim]`; returns `[batch, dim]`
+/// - `z`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
 pub fn one_step_generate<B: Backend, D: Denoiser<B> + ?Sized>(
     generator: &D,
     z: Tensor<B, 2>,
     sigma_init: f64,
+    labels: Option<Tensor<B, 1, Int>>,
 ) -> Tensor<B, 2> {
     let [batch, _] = z.dims();
     let sigma = Tensor::<B, 1>::full([batch], sigma_init, &z.device());
-    generator.denoise(z.mul_scalar(sigma_init), sigma, None)
+    generator.denoise(z.mul_scalar(sigma_init), sigma, labels)
 }
 
 /// Distillation errors: configuration, setup, non-finite values, checkpoints.

@@ -14,7 +14,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -312,7 +312,7 @@ where
         // 2. the loss: −w log q_φ(z | x_t) + injected −w log p_σ(x_t), x_t = G(z) + σε
         let t = Instant::now();
         let z = host_tensor::<B, 2>(z, [b, d], &dev);
-        let x0 = one_step_generate(&self.generator, z.clone(), cfg.sigma_init); // [b, d]
+        let x0 = one_step_generate(&self.generator, z.clone(), cfg.sigma_init, None); // [b, d]
         let out = vardiu_loss(
             VarDiuBatch {
                 z,
@@ -443,7 +443,11 @@ where
         Ok(())
     }
 
-    fn generate(&self, latents: Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2> {
-        one_step_generate(&self.generator_ema, latents, self.config.sigma_init)
+    fn generate(
+        &self,
+        latents: Tensor<B::InnerBackend, 2>,
+        labels: Option<Tensor<B::InnerBackend, 1, Int>>,
+    ) -> Tensor<B::InnerBackend, 2> {
+        one_step_generate(&self.generator_ema, latents, self.config.sigma_init, labels)
     }
 }

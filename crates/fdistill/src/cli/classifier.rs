@@ -316,8 +316,15 @@ pub struct ImageReport {
 }
 
 /// KID subset size and count.
+/// KID subsets: 1000 images each (the usual size), but at most half of the smaller set, so
+/// that the subsets differ and `kid_std` measures something (with subsets as large as the
+/// sets every subset is the whole set and the spread is 0).
 const KID_SUBSET: usize = 1000;
 const KID_SUBSETS: usize = 50;
+
+fn kid_subset_size(n: usize) -> usize {
+    KID_SUBSET.min(n / 2).max(2)
+}
 
 fn metrics(
     real: &[f64],
@@ -327,7 +334,7 @@ fn metrics(
     n_classes: usize,
 ) -> ImageMetrics {
     let n = (fake.len() / dim).min(real.len() / dim);
-    let (k_mean, k_std) = kid(real, fake, dim, KID_SUBSET.min(n), KID_SUBSETS, 0);
+    let (k_mean, k_std) = kid(real, fake, dim, kid_subset_size(n), KID_SUBSETS, 0);
     let (precision, recall) = precision_recall(real, fake, dim, 3);
     let (density, coverage) = density_coverage(real, fake, dim, 5);
     ImageMetrics {
@@ -479,5 +486,30 @@ impl BackendTask for FeatureTask {
                 )
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// With 1000 samples per set (what `eval --images` uses) the KID subsets must differ, so
+    /// that the reported spread is a spread; full-size subsets would all equal the whole set.
+    #[test]
+    fn kid_subsets_of_a_small_evaluation_differ() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let (n, d) = (1000, 4);
+        let a = fdistill::core::data::standard_normal(n * d, &mut rng);
+        let b = fdistill::core::data::standard_normal(n * d, &mut rng);
+        assert_eq!(kid_subset_size(n), 500);
+        assert_eq!(kid_subset_size(50_000), KID_SUBSET);
+        let (_, spread) = kid(&a, &b, d, kid_subset_size(n), KID_SUBSETS, 0);
+        assert!(spread > 1e-6, "spread {spread}");
+        let (_, full) = kid(&a, &b, d, n, KID_SUBSETS, 0);
+        assert!(
+            full < 1e-9,
+            "full-size subsets are all the same set: {full}"
+        );
     }
 }

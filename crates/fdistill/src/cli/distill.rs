@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::checkpoint::{RunDir, load_module};
@@ -17,13 +17,16 @@ use fdistill::core::distill::fdistill::{FDistillMetrics, GENERATOR_EMA_FILE, Pha
 use fdistill::core::distill::{
     Critic, DistillConfig, FDistill, StepMetrics, one_step_generate, run_distillation,
 };
-use fdistill::nets::{MlpDenoiser, MlpDenoiserConfig, MlpDiscriminator, MlpDiscriminatorConfig};
+use fdistill::core::ratio::LearnedRatioEstimator;
+use fdistill::core::teacher::EdmDenoiser;
+use fdistill::core::{Denoiser, FeatureDenoiser};
+use fdistill::nets::{ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::CliError;
-use super::teacher::{DataInfo, read_run_config};
+use super::teacher::{DataInfo, TeacherNet, read_run_config};
 
 /// Arguments of `fdistill distill`.
 #[derive(Debug, Args, Clone)]
@@ -69,18 +72,61 @@ pub struct StudentRunConfig {
     pub teacher: PathBuf,
     /// The teacher's data (real samples of the discriminator).
     pub data: DataInfo,
-    /// The generator / fake-score network (the teacher's).
-    pub net: MlpDenoiserConfig,
+    /// The generator / fake-score network (the teacher's: an MLP or a UNet).
+    pub net: TeacherNet,
     /// The discriminator head, when the ratio is learned.
-    pub discriminator: Option<MlpDiscriminatorConfig>,
+    pub discriminator: Option<DiscriminatorNet>,
     /// The trainer's configuration.
     pub distill: DistillConfig,
 }
 
-/// Merges `patch` into `base` key by key (objects recursively).
+/// The discriminator head of a student run: flat heads on an MLP's taps, convolutional heads
+/// on a UNet's per-level taps (SPEC §2). Untagged, so MLP runs keep their `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DiscriminatorNet {
+    /// One MLP head per flat tap.
+    Mlp(MlpDiscriminatorConfig),
+    /// One conv head per spatial tap, logits averaged.
+    Conv(ConvDiscriminatorConfig),
+}
+
+/// Hidden channels of the convolutional heads on a UNet's taps.
+pub const CONV_HEAD_WIDTH: usize = 32;
+
+impl DiscriminatorNet {
+    /// The head that fits `net`'s feature taps.
+    pub fn for_net(net: &TeacherNet) -> Self {
+        match net {
+            TeacherNet::Mlp(c) => {
+                let mut d = MlpDiscriminatorConfig::new(vec![c.hidden]);
+                d.hidden = c.hidden;
+                DiscriminatorNet::Mlp(d)
+            }
+            TeacherNet::Unet(c) => DiscriminatorNet::Conv(ConvDiscriminatorConfig::new(
+                c.tap_shapes(),
+                CONV_HEAD_WIDTH,
+            )),
+        }
+    }
+
+    /// Validates the configuration.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            DiscriminatorNet::Mlp(c) => c.check().map_err(|e| e.to_string()),
+            DiscriminatorNet::Conv(c) => c.check().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Merges `patch` into `base` key by key (objects recursively). An object whose `"type"`
+/// differs from the base's (a tagged enum such as `noise`) replaces it whole: the other
+/// variant's fields must not leak into it.
 fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p))
+            if p.get("type").is_none_or(|t| b.get("type") == Some(t)) =>
+        {
             for (k, v) in p {
                 merge(b.entry(k).or_insert(serde_json::Value::Null), v);
             }
@@ -132,12 +178,9 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
         if let Some(d) = &args.divergence {
             distill.divergence = d.clone();
         }
-        let net = teacher.net.as_mlp()?.clone();
-        let discriminator = (distill.ratio == RatioSource::Discriminator).then(|| {
-            let mut c = MlpDiscriminatorConfig::new(vec![net.hidden]);
-            c.hidden = net.hidden;
-            c
-        });
+        let net = teacher.net.clone();
+        let discriminator =
+            (distill.ratio == RatioSource::Discriminator).then(|| DiscriminatorNet::for_net(&net));
         StudentRunConfig {
             kind: "student".into(),
             teacher: teacher_dir,
@@ -227,6 +270,58 @@ impl BackendTask for DistillTask {
     type Output = Result<DistillOutcome, CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+        B::seed(&device, self.config.distill.driver.seed);
+        let weights = RunDir::open(&self.config.teacher)
+            .map_err(|e| usage(&e))?
+            .checkpoint_file("ema.safetensors");
+        match (&self.config.net, &self.config.discriminator) {
+            (TeacherNet::Mlp(c), d) => {
+                let net: MlpDenoiser<B> =
+                    load_module::<B, _>(c.init(&device), &weights).map_err(|e| usage(&e))?;
+                let head = match d {
+                    Some(DiscriminatorNet::Mlp(h)) => Some(h.init::<B>(&device)),
+                    Some(DiscriminatorNet::Conv(_)) => return Err(head_mismatch("MLP", "conv")),
+                    None => None,
+                };
+                self.train(net, head, &device)
+            }
+            (TeacherNet::Unet(c), d) => {
+                let net: UNet<B> =
+                    load_module::<B, _>(c.init(&device), &weights).map_err(|e| usage(&e))?;
+                let head = match d {
+                    Some(DiscriminatorNet::Conv(h)) => Some(h.init::<B>(&device)),
+                    Some(DiscriminatorNet::Mlp(_)) => return Err(head_mismatch("UNet", "MLP")),
+                    None => None,
+                };
+                self.train(net, head, &device)
+            }
+        }
+    }
+}
+
+fn head_mismatch(net: &str, head: &str) -> CliError {
+    CliError::Usage(format!(
+        "config.json pairs a {net} network with {head} discriminator heads; remove the \
+         `discriminator` entry and let `fdistill distill` choose the heads for the teacher"
+    ))
+}
+
+impl DistillTask {
+    /// The f-distill loop for one network type `N` (teacher, generator and fake score) and
+    /// head type `C`, with a progress bar.
+    fn train<B, N, C>(
+        self,
+        net: N,
+        head: Option<C>,
+        device: &B::Device,
+    ) -> Result<DistillOutcome, CliError>
+    where
+        B: AutodiffBackend,
+        N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
+        N::InnerModule: Denoiser<B::InnerBackend>,
+        C: AutodiffModule<B> + LearnedRatioEstimator<B>,
+    {
         let DistillTask {
             config,
             data,
@@ -236,19 +331,13 @@ impl BackendTask for DistillTask {
         } = self;
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let dc = &config.distill;
-        B::seed(&device, dc.driver.seed);
-        let weights = RunDir::open(&config.teacher)
-            .map_err(|e| usage(&e))?
-            .checkpoint_file("ema.safetensors");
-        let net: MlpDenoiser<B> =
-            load_module::<B, _>(config.net.init(&device), &weights).map_err(|e| usage(&e))?;
         let teacher = net.clone().no_grad();
-        let critic = match (&config.discriminator, dc.ratio) {
-            (Some(d), RatioSource::Discriminator) => Critic::Learned(d.init::<B>(&device)),
-            _ => Critic::<B, MlpDiscriminator<B>>::Unit,
+        let critic = match (head, dc.ratio) {
+            (Some(h), RatioSource::Discriminator) => Critic::Learned(h),
+            _ => Critic::<B, C>::Unit,
         };
-        let mut method = FDistill::new(dc.clone(), teacher, net, critic, data, &device)
-            .map_err(|e| usage(&e))?;
+        let mut method =
+            FDistill::new(dc.clone(), teacher, net, critic, data, device).map_err(|e| usage(&e))?;
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -321,34 +410,99 @@ pub fn run_kind(dir: &Path) -> Result<String, CliError> {
 }
 
 /// One-step samples of a student run's EMA generator: `n` rows, row-major, and the samples
-/// per second of the generation itself.
+/// per second of the generation itself. A class-conditional generator gets class-balanced
+/// labels `i mod classes` (as the teacher's sampler).
 pub fn student_samples<B: Backend>(
-    net: &MlpDenoiserConfig,
+    net: &TeacherNet,
     weights: &Path,
     sigma_init: f64,
     n: usize,
     seed: u64,
     device: &B::Device,
 ) -> Result<(Vec<f64>, f64), CliError> {
-    let g = load_module::<B, _>(net.init(device), weights)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    match net {
+        TeacherNet::Mlp(c) => {
+            let g = load_module::<B, _>(c.init(device), weights).map_err(|e| usage(&e))?;
+            Ok(one_step_samples(&g, net, sigma_init, n, seed, device))
+        }
+        TeacherNet::Unet(c) => {
+            let g = load_module::<B, _>(c.init(device), weights).map_err(|e| usage(&e))?;
+            Ok(one_step_samples(&g, net, sigma_init, n, seed, device))
+        }
+    }
+}
+
+fn one_step_samples<B: Backend, D: Denoiser<B>>(
+    g: &D,
+    net: &TeacherNet,
+    sigma_init: f64,
+    n: usize,
+    seed: u64,
+    device: &B::Device,
+) -> (Vec<f64>, f64) {
+    let dim = net.dim();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let z = standard_normal(n * net.dim, &mut rng);
-    let latents =
-        Tensor::<B, 2>::from_data(TensorData::new(z, [n, net.dim]).convert::<f32>(), device); // [n, dim]
+    let z = standard_normal(n * dim, &mut rng);
+    let latents = Tensor::<B, 2>::from_data(TensorData::new(z, [n, dim]).convert::<f32>(), device); // [n, dim]
+    let labels = net.n_classes().map(|k| {
+        let l: Vec<i64> = (0..n).map(|i| (i % k) as i64).collect();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(l, [n]), device) // [n]
+    });
     let start = Instant::now();
-    let x = one_step_generate(&g, latents, sigma_init); // [n, dim]
+    let x = one_step_generate(g, latents, sigma_init, labels); // [n, dim]
     let values = x
         .into_data()
         .convert::<f64>()
         .to_vec::<f64>()
         .expect("converted to f64");
     let rate = n as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    Ok((values, rate))
+    (values, rate)
 }
 
 /// The EMA generator weights of a student run.
 pub fn student_weights(run: &RunDir) -> Result<PathBuf, CliError> {
     let dir = latest_checkpoint(run).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(dir.join(GENERATOR_EMA_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+    use fdistill::core::distill::DistillConfig;
+    use fdistill::core::distill::config::NoiseDistribution;
+
+    fn resolved(patch: serde_json::Value) -> DistillConfig {
+        let mut v = serde_json::to_value(DistillConfig::toy()).unwrap();
+        merge(&mut v, patch);
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Fields merge into the preset; a tagged enum of another `type` replaces the preset's
+    /// variant instead of inheriting its fields.
+    #[test]
+    fn overrides_merge_fields_and_replace_enum_variants() {
+        let c = resolved(serde_json::json!({"lambda_gan": 0.3, "driver": {"steps": 7}}));
+        assert_eq!((c.lambda_gan, c.driver.steps), (0.3, 7));
+        assert_eq!(c.driver.seed, DistillConfig::toy().driver.seed);
+        let c = resolved(
+            serde_json::json!({"noise": {"type": "log-normal", "p_mean": -0.5, "p_std": 1.0}}),
+        );
+        assert_eq!(
+            c.noise,
+            NoiseDistribution::LogNormal {
+                p_mean: -0.5,
+                p_std: 1.0
+            }
+        );
+        // Same variant: a partial patch keeps the other fields.
+        let c = resolved(serde_json::json!({"noise": {"type": "karras-grid", "sigma_max": 10.0}}));
+        let NoiseDistribution::KarrasGrid {
+            sigma_max, points, ..
+        } = c.noise
+        else {
+            panic!("karras grid")
+        };
+        assert_eq!((sigma_max, points), (10.0, 1000));
+    }
 }

@@ -18,7 +18,6 @@ use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill::core::targets::gmm_target;
 use fdistill::core::teacher::TeacherCheckpointState;
-use fdistill::nets::MlpDenoiserConfig;
 use fdistill::plot::{Scatter, scatter_png};
 use rand::SeedableRng;
 
@@ -36,7 +35,7 @@ pub enum SamplerArg {
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     /// Run directory of a trained teacher (`fdistill teacher train --out`) or of a student
-    /// (`fdistill distill --out`; one step, --nfe and the grid options do not apply).
+    /// (`fdistill distill --out`; one step, --nfe and the noise-grid options do not apply).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Number of samples.
@@ -142,6 +141,14 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         }
     }
     check_plot_arg(&args.plot)?;
+    if let Some(g) = &args.grid
+        && g.extension().and_then(|e| e.to_str()) != Some("png")
+    {
+        return Err(CliError::Usage(format!(
+            "--grid `{}`: use a .png file name",
+            g.display()
+        )));
+    }
     if super::distill::run_kind(&args.checkpoint)? == "student" {
         return sample_student(&args, device);
     }
@@ -162,18 +169,10 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         karras_sigmas(steps, args.sigma_min, args.sigma_max, args.rho).map_err(|e| usage(&e))?;
     let (run, config) = read_run_config(&args.checkpoint)?;
     let image_shape = config.net.image_shape();
-    if let Some(g) = &args.grid {
-        if image_shape.is_none() {
-            return Err(CliError::Usage(
-                "--grid needs an image checkpoint (a UNet teacher); this one is an MLP".into(),
-            ));
-        }
-        if g.extension().and_then(|e| e.to_str()) != Some("png") {
-            return Err(CliError::Usage(format!(
-                "--grid `{}`: use a .png file name",
-                g.display()
-            )));
-        }
+    if args.grid.is_some() && image_shape.is_none() {
+        return Err(CliError::Usage(
+            "--grid needs an image checkpoint (a UNet teacher); this one is an MLP".into(),
+        ));
     }
     let state_path = run.checkpoint_file("state.json");
     let state: TeacherCheckpointState = read_json(&state_path).map_err(|e| usage(&e))?;
@@ -201,11 +200,7 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         write_scatter(plot, &values, dim, &config.data.source)?;
     }
     if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
-        let cols = 10.min(args.n);
-        let rows = args.n.div_ceil(cols).min(10);
-        let pixels: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        save_image_grid(grid, &pixels, shape, rows, cols).map_err(|e| usage(&e))?;
-        eprintln!("wrote a {rows}×{cols} grid to {}", grid.display());
+        write_grid(grid, &values, args.n, shape)?;
     }
     eprintln!(
         "wrote {} samples ({:?}, {} NFE, teacher step {}) to {}",
@@ -215,6 +210,23 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         state.step,
         args.out.display()
     );
+    Ok(())
+}
+
+/// The first (up to 100) samples as a PNG grid, 10 per row: with class-balanced labels
+/// `i mod 10`, one class per column.
+fn write_grid(
+    path: &Path,
+    values: &[f64],
+    n: usize,
+    shape: (usize, usize, usize),
+) -> Result<(), CliError> {
+    let cols = 10.min(n);
+    let rows = n.div_ceil(cols).min(10);
+    let pixels: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    save_image_grid(path, &pixels, shape, rows, cols)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    eprintln!("wrote a {rows}×{cols} grid to {}", path.display());
     Ok(())
 }
 
@@ -268,8 +280,14 @@ impl SampleTask {
 /// One-step samples of a student run's EMA generator.
 fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError> {
     let (run, config) = super::distill::read_student_config(&args.checkpoint)?;
+    let image_shape = config.net.image_shape();
+    if args.grid.is_some() && image_shape.is_none() {
+        return Err(CliError::Usage(
+            "--grid needs an image checkpoint (a UNet student); this one is an MLP".into(),
+        ));
+    }
     let task = StudentSampleTask {
-        net: config.net,
+        net: config.net.clone(),
         weights: super::distill::student_weights(&run)?,
         sigma_init: config.distill.sigma_init,
         n: args.n,
@@ -288,6 +306,9 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
     if let Some(plot) = &args.plot {
         write_scatter(plot, &values, dim, &config.data.source)?;
     }
+    if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
+        write_grid(grid, &values, args.n, shape)?;
+    }
     eprintln!(
         "wrote {} one-step samples (NFE 1, {}) to {}",
         args.n,
@@ -298,7 +319,7 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
 }
 
 struct StudentSampleTask {
-    net: MlpDenoiserConfig,
+    net: TeacherNet,
     weights: PathBuf,
     sigma_init: f64,
     n: usize,

@@ -98,14 +98,13 @@ pub enum TeacherNet {
 }
 
 impl TeacherNet {
-    /// The MLP configuration; distillation and one-step sampling are wired for MLP teachers
-    /// (vectors) only so far.
+    /// The MLP configuration, for commands that work on 2-D mixtures only (the demo).
     pub fn as_mlp(&self) -> Result<&MlpDenoiserConfig, CliError> {
         match self {
             TeacherNet::Mlp(c) => Ok(c),
             TeacherNet::Unet(_) => Err(CliError::Usage(
-                "this teacher is a UNet (images); distillation currently supports MLP teachers \
-                 (vector data) only: train the teacher with `--net mlp`"
+                "this teacher is a UNet (images); this command needs an MLP teacher of vector \
+                 data: train it with `--net mlp`"
                     .into(),
             )),
         }

@@ -438,7 +438,7 @@ where
     let mut done = 0usize;
     let sample = |m: &M, n: usize| -> Vec<f64> {
         let (z, _) = eval.first(n);
-        to_host(m.generate(host_tensor::<B::InnerBackend>(z.to_vec(), n, &device)))
+        to_host(m.generate(host_tensor::<B::InnerBackend>(z.to_vec(), n, &device), None))
     };
     let run = match RunDir::create(run_dir) {
         Ok(r) => r,
