@@ -279,17 +279,29 @@ pub const PRESETS: [&str; 7] = [
 ];
 
 impl DistillConfig {
-    /// 2-D toys (the demo): a small batch, two critic steps per generator step, σ up to
-    /// 80 on the Karras grid, learning rates for an MLP of width 128 on CPU (tuned on
-    /// `ring8-unbalanced`: lr_generator 1e−3 covered 4/8 modes at 6000 iterations where 1e−4
-    /// and 5e−4 covered 2/8).
+    /// 2-D toys (the demo), tuned on `ring8-unbalanced` (radius 4, mode std 0.25, teacher
+    /// σ_data ≈ 2.5) with Jensen–Shannon, 6000 iterations, MMD² of 2000 one-step samples
+    /// against 2000 exact ones (teacher at 35 NFE: 0.0076):
+    ///
+    /// - `ln σ ~ N(−0.7, 1.2²)` for both steps instead of the image grid up to σ = 80: the
+    ///   grid spends a third of its draws above σ = 10, where a ring of radius 4 is a blob,
+    ///   and a fifth on σ ∈ [0.1, 0.5], where modes of std 0.25 take their shape;
+    /// - σ_init = 4 (≈ 1.6 σ_data) instead of 80: at 80 the teacher copy starts as a constant
+    ///   map, at 4 it starts as a blurred ring;
+    /// - λ_GAN = 0.3: the discriminator's own gradient is what spreads samples inside a mode.
+    ///
+    /// Each change alone: MMD² 0.062 (the image settings) → 0.075 (σ_init 4), 0.046
+    /// (λ_GAN 0.1); σ_init 4 with the grid cut at σ = 10 and λ_GAN 0.3: 0.023; with the
+    /// log-normal σ as well (this preset): 0.0084, 0.0094, 0.0142 over seeds 0, 1, 2, 7 of 8
+    /// modes each. lr_generator 1e−3 (2e−3 and 1e−4 were worse); K = 2 (K = 1 and 5 were
+    /// worse).
     pub fn toy() -> Self {
         DistillConfig {
             preset: "toy".into(),
             divergence: "jensen-shannon".into(),
             batch_size: 256,
             critic_steps: 2,
-            lambda_gan: 1e-2,
+            lambda_gan: 0.3,
             ratio: RatioSource::Discriminator,
             feature_source: FeatureSource::TeacherFeatures,
             surrogate: Surrogate::InjectGradient,
@@ -298,9 +310,12 @@ impl DistillConfig {
             dmd_normaliser: true,
             logit_clamp: LOGIT_CLAMP,
             ratio_clip: [RATIO_CLIP.0, RATIO_CLIP.1],
-            noise: NoiseDistribution::karras_default(),
+            noise: NoiseDistribution::LogNormal {
+                p_mean: -0.7,
+                p_std: 1.2,
+            },
             dsm_weighting: DsmWeighting::Uniform,
-            sigma_init: 80.0,
+            sigma_init: 4.0,
             lr_generator: 1e-3,
             lr_fake_score: 2e-3,
             lr_discriminator: 2e-3,
@@ -340,6 +355,8 @@ impl DistillConfig {
                 bins: 10,
                 beta: 0.0,
             }),
+            noise: NoiseDistribution::karras_default(),
+            sigma_init: 80.0,
             lr_generator: 1e-4,
             lr_fake_score: 1e-4,
             lr_discriminator: 1e-4,
@@ -413,6 +430,7 @@ impl DistillConfig {
                 p_mean: P_MEAN,
                 p_std: P_STD,
             },
+            sigma_init: 80.0,
             ..Self::toy()
         }
         .with_preset("diff-instruct")

@@ -967,6 +967,7 @@ mod tests {
         let config = DistillConfig {
             divergence: divergence.into(),
             batch_size: 6,
+            sigma_init: SIGMA_INIT,
             ..DistillConfig::toy_exact()
         };
         let method = FDistill::with_networks(
@@ -1114,6 +1115,7 @@ mod tests {
                 divergence: "test-jensen-shannon".into(),
                 feature_source: FeatureSource::FakeScoreFeatures,
                 batch_size: 16,
+                sigma_init: SIGMA_INIT,
                 ..DistillConfig::toy()
             },
             AnalyticTeacher::new(p()),
@@ -1155,6 +1157,7 @@ mod tests {
                 divergence: "test-jensen-shannon".into(),
                 feature_source: FeatureSource::FakeScoreFeatures,
                 batch_size: 16,
+                sigma_init: SIGMA_INIT,
                 time_bins: Some(super::super::config::TimeBins { bins: 4, beta: 0.5 }),
                 lr_generator: 1e-2,
                 inject_nan_at_step: nan_at,

@@ -473,7 +473,8 @@ mod tests {
     use fdistill::core::distill::config::NoiseDistribution;
 
     fn resolved(patch: serde_json::Value) -> DistillConfig {
-        let mut v = serde_json::to_value(DistillConfig::toy()).unwrap();
+        // cifar10: the Karras-grid noise of SPEC §4.
+        let mut v = serde_json::to_value(DistillConfig::cifar10()).unwrap();
         merge(&mut v, patch);
         serde_json::from_value(v).unwrap()
     }
@@ -484,7 +485,7 @@ mod tests {
     fn overrides_merge_fields_and_replace_enum_variants() {
         let c = resolved(serde_json::json!({"lambda_gan": 0.3, "driver": {"steps": 7}}));
         assert_eq!((c.lambda_gan, c.driver.steps), (0.3, 7));
-        assert_eq!(c.driver.seed, DistillConfig::toy().driver.seed);
+        assert_eq!(c.driver.seed, DistillConfig::cifar10().driver.seed);
         let c = resolved(
             serde_json::json!({"noise": {"type": "log-normal", "p_mean": -0.5, "p_std": 1.0}}),
         );
