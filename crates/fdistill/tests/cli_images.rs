@@ -193,6 +193,10 @@ fn classifier_teacher_sample_eval_on_the_fixture() {
         serde_json::from_str(&std::fs::read_to_string(student.join("config.json")).unwrap())
             .unwrap();
     assert_eq!(config["net"]["resolution"], 16);
+    // No --preset: a UNet teacher gets the image preset (σ_init 80, SPEC's noise grid).
+    assert_eq!(config["distill"]["preset"], "cifar10");
+    assert_eq!(config["distill"]["sigma_init"], 80.0);
+    assert_eq!(config["distill"]["noise"]["type"], "karras-grid");
     let taps = config["discriminator"]["taps"].as_array().unwrap();
     assert_eq!(taps.len(), 2, "one conv head per UNet level: {config}");
     let o = distill("6", true);

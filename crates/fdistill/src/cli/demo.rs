@@ -130,7 +130,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             teacher: Some(teacher_dir.clone()),
             divergence: Some(div.to_string()),
             out,
-            preset: "toy".into(),
+            preset: Some("toy".into()),
             config: args.config.clone(),
             steps: args.steps,
             resume: false,

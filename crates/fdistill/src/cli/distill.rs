@@ -40,9 +40,10 @@ pub struct DistillArgs {
     /// Run directory of the student (config.json, metrics.jsonl, checkpoint/).
     #[arg(long)]
     pub out: PathBuf,
-    /// Named preset: cifar10, diff-instruct, dmd2, dmd2-no-gan, imagenet64, toy (default), toy-exact.
-    #[arg(long, default_value = "toy")]
-    pub preset: String,
+    /// Named preset: cifar10, diff-instruct, dmd2, dmd2-no-gan, imagenet64, toy, toy-exact.
+    /// Default: `toy` for an MLP teacher (vectors), `cifar10` for a UNet teacher (images).
+    #[arg(long)]
+    pub preset: Option<String>,
     /// JSON or TOML file whose keys override the preset (any `DistillConfig` field).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -164,7 +165,14 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
             CliError::Usage("--teacher DIR is required (a `fdistill teacher train` run)".into())
         })?;
         let (_, teacher) = read_run_config(&teacher_dir)?;
-        let preset = DistillConfig::preset(&args.preset).map_err(|e| usage(&e))?;
+        let preset_name = args.preset.clone().unwrap_or_else(|| {
+            match teacher.net {
+                TeacherNet::Mlp(_) => "toy",
+                TeacherNet::Unet(_) => "cifar10",
+            }
+            .to_string()
+        });
+        let preset = DistillConfig::preset(&preset_name).map_err(|e| usage(&e))?;
         let mut value = serde_json::to_value(&preset).expect("config serialises");
         if let Some(p) = &args.config {
             merge(&mut value, read_overrides(p)?);
