@@ -120,18 +120,21 @@ fn classifier_teacher_sample_eval_on_the_fixture() {
     assert_eq!(&grid[1..4], b"PNG");
 
     // 4. image metrics with their real-vs-real floors
-    let o = fdistill(&[
-        "eval",
-        "--images",
-        p(&npy),
-        "--classifier",
-        p(&clf),
-        "--reference",
-        &data,
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let eval_json = |npy: &Path| {
+        let o = fdistill(&[
+            "eval",
+            "--images",
+            p(npy),
+            "--classifier",
+            p(&clf),
+            "--reference",
+            &data,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let report = eval_json(&npy);
     assert_eq!(report["samples"], 20);
     for key in [
         "frechet_distance",
@@ -221,18 +224,7 @@ fn classifier_teacher_sample_eval_on_the_fixture() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("one-step samples"), "{}", text(&o));
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
-    let o = fdistill(&[
-        "eval",
-        "--images",
-        p(&npy),
-        "--classifier",
-        p(&clf),
-        "--reference",
-        &data,
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = eval_json(&npy);
     assert!(
         report["metrics"]["frechet_distance"].is_number(),
         "{report}"

@@ -6,11 +6,10 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::checkpoint::{RunDir, load_module};
-use fdistill::core::data::{DataSource, TrainingData, standard_normal};
+use fdistill::core::data::{DataSource, TrainingData};
 use fdistill::core::distill::config::{PRESETS, RatioSource};
 use fdistill::core::distill::driver::latest_checkpoint;
 use fdistill::core::distill::fdistill::{FDistillMetrics, GENERATOR_EMA_FILE, Phase};
@@ -22,7 +21,6 @@ use fdistill::core::teacher::EdmDenoiser;
 use fdistill::core::{Denoiser, FeatureDenoiser};
 use fdistill::nets::{ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::CliError;
@@ -449,14 +447,7 @@ fn one_step_samples<B: Backend, D: Denoiser<B>>(
     seed: u64,
     device: &B::Device,
 ) -> (Vec<f64>, f64) {
-    let dim = net.dim();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let z = standard_normal(n * dim, &mut rng);
-    let latents = Tensor::<B, 2>::from_data(TensorData::new(z, [n, dim]).convert::<f32>(), device); // [n, dim]
-    let labels = net.n_classes().map(|k| {
-        let l: Vec<i64> = (0..n).map(|i| (i % k) as i64).collect();
-        Tensor::<B, 1, Int>::from_data(TensorData::new(l, [n]), device) // [n]
-    });
+    let (latents, labels) = net.sampling_inputs::<B>(n, seed, device); // [n, dim], [n]
     let start = Instant::now();
     let x = one_step_generate(g, latents, sigma_init, labels); // [n, dim]
     let values = x

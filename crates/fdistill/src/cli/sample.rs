@@ -7,19 +7,17 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::Denoiser;
 use fdistill::core::checkpoint::{CheckpointError, load_module, read_json};
-use fdistill::core::data::{save_file, standard_normal};
+use fdistill::core::data::save_file;
 use fdistill::core::images::save_image_grid;
 use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill::core::targets::gmm_target;
 use fdistill::core::teacher::TeacherCheckpointState;
 use fdistill::plot::{Scatter, scatter_png};
-use rand::SeedableRng;
 
 use super::CliError;
 use super::teacher::{TeacherNet, read_run_config};
@@ -169,11 +167,7 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         karras_sigmas(steps, args.sigma_min, args.sigma_max, args.rho).map_err(|e| usage(&e))?;
     let (run, config) = read_run_config(&args.checkpoint)?;
     let image_shape = config.net.image_shape();
-    if args.grid.is_some() && image_shape.is_none() {
-        return Err(CliError::Usage(
-            "--grid needs an image checkpoint (a UNet teacher); this one is an MLP".into(),
-        ));
-    }
+    check_grid_arg(&args, image_shape)?;
     let state_path = run.checkpoint_file("state.json");
     let state: TeacherCheckpointState = read_json(&state_path).map_err(|e| usage(&e))?;
     let task = SampleTask {
@@ -187,21 +181,13 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
     let values = dispatch(&device, task)
         .map_err(|e| usage(&e))?
         .map_err(|e| usage(&e))?;
-    let dim = values.len() / args.n;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(CliError::Runtime(anyhow::anyhow!(
-            "sample {} is not finite ({}); the checkpoint's weights are broken — retrain with a lower lr",
-            i / dim + 1,
-            values[i]
-        )));
-    }
-    save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
-    if let Some(plot) = &args.plot {
-        write_scatter(plot, &values, dim, &config.data.source)?;
-    }
-    if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
-        write_grid(grid, &values, args.n, shape)?;
-    }
+    write_outputs(
+        &args,
+        &values,
+        &config.data.source,
+        image_shape,
+        "the checkpoint's weights are broken — retrain with a lower lr",
+    )?;
     eprintln!(
         "wrote {} samples ({:?}, {} NFE, teacher step {}) to {}",
         args.n,
@@ -210,6 +196,48 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         state.step,
         args.out.display()
     );
+    Ok(())
+}
+
+/// `--grid` needs an image checkpoint.
+fn check_grid_arg(
+    args: &SampleArgs,
+    image_shape: Option<(usize, usize, usize)>,
+) -> Result<(), CliError> {
+    if args.grid.is_some() && image_shape.is_none() {
+        return Err(CliError::Usage(
+            "--grid needs an image checkpoint (a UNet teacher or student); this one is an MLP; \
+             drop --grid or use --plot for 2-D data"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses non-finite samples (naming the first and `broken`, what to do about it), then
+/// writes `--out`, and `--plot` / `--grid` when asked.
+fn write_outputs(
+    args: &SampleArgs,
+    values: &[f64],
+    source: &str,
+    image_shape: Option<(usize, usize, usize)>,
+    broken: &str,
+) -> Result<(), CliError> {
+    let dim = values.len() / args.n;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "sample {} is not finite ({}); {broken}",
+            i / dim + 1,
+            values[i]
+        )));
+    }
+    save_file(&args.out, values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    if let Some(plot) = &args.plot {
+        write_scatter(plot, values, dim, source)?;
+    }
+    if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
+        write_grid(grid, values, args.n, shape)?;
+    }
     Ok(())
 }
 
@@ -260,15 +288,7 @@ impl BackendTask for SampleTask {
 impl SampleTask {
     /// Latents from the seed, class-balanced labels for conditional nets, then the ODE solver.
     fn sample_with<B: Backend, D: Denoiser<B>>(&self, net: &D, device: &B::Device) -> Vec<f64> {
-        let dim = self.net.dim();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
-        let z = standard_normal(self.n * dim, &mut rng);
-        let latents =
-            Tensor::<B, 2>::from_data(TensorData::new(z, [self.n, dim]).convert::<f32>(), device); // [n, dim]
-        let labels = self.net.n_classes().map(|k| {
-            let l: Vec<i64> = (0..self.n).map(|i| (i % k) as i64).collect();
-            Tensor::<B, 1, Int>::from_data(TensorData::new(l, [self.n]), device) // [n]
-        });
+        let (latents, labels) = self.net.sampling_inputs::<B>(self.n, self.seed, device); // [n, dim], [n]
         let x = sample(self.kind, net, latents, &self.sigmas, labels); // [n, dim]
         x.into_data()
             .convert::<f64>()
@@ -281,11 +301,7 @@ impl SampleTask {
 fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError> {
     let (run, config) = super::distill::read_student_config(&args.checkpoint)?;
     let image_shape = config.net.image_shape();
-    if args.grid.is_some() && image_shape.is_none() {
-        return Err(CliError::Usage(
-            "--grid needs an image checkpoint (a UNet student); this one is an MLP".into(),
-        ));
-    }
+    check_grid_arg(args, image_shape)?;
     let task = StudentSampleTask {
         net: config.net.clone(),
         weights: super::distill::student_weights(&run)?,
@@ -294,21 +310,13 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
         seed: args.seed,
     };
     let values = dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))??;
-    let dim = values.len() / args.n;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(CliError::Runtime(anyhow::anyhow!(
-            "sample {} is not finite ({}); the student's weights are broken",
-            i / dim + 1,
-            values[i]
-        )));
-    }
-    save_file(&args.out, &values, dim).map_err(|e| CliError::Runtime(e.into()))?;
-    if let Some(plot) = &args.plot {
-        write_scatter(plot, &values, dim, &config.data.source)?;
-    }
-    if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
-        write_grid(grid, &values, args.n, shape)?;
-    }
+    write_outputs(
+        args,
+        &values,
+        &config.data.source,
+        image_shape,
+        "the student's weights are broken — distil again with lower lr_* (or resume an earlier checkpoint)",
+    )?;
     eprintln!(
         "wrote {} one-step samples (NFE 1, {}) to {}",
         args.n,

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::checkpoint::{RunDir, save_module, write_json};
-use fdistill::core::data::{DataSource, TrainingData};
+use fdistill::core::data::{DataSource, TrainingData, standard_normal};
 use fdistill::core::teacher::{
     EdmDenoiser, TeacherCheckpointState, TeacherConfig, TeacherState, train_teacher,
 };
@@ -132,6 +133,29 @@ impl TeacherNet {
             TeacherNet::Mlp(c) => c.n_classes,
             TeacherNet::Unet(c) => c.n_classes,
         }
+    }
+
+    /// What sampling feeds this net: `n` standard-normal latents from `seed` and, for a
+    /// class-conditional net, class-balanced labels `i mod classes` (one class per grid
+    /// column with 10 classes). Shared by the teacher's sampler and one-step students.
+    ///
+    /// # Shapes
+    /// - returns latents `[n, dim]` and labels `[n]`
+    pub fn sampling_inputs<B: Backend>(
+        &self,
+        n: usize,
+        seed: u64,
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Option<Tensor<B, 1, Int>>) {
+        let dim = self.dim();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let z = standard_normal(n * dim, &mut rng);
+        let latents = Tensor::from_data(TensorData::new(z, [n, dim]).convert::<f32>(), device);
+        let labels = self.n_classes().map(|k| {
+            let l: Vec<i64> = (0..n).map(|i| (i % k) as i64).collect();
+            Tensor::from_data(TensorData::new(l, [n]), device)
+        });
+        (latents, labels)
     }
 
     /// `(channels, height, width)` of an image net.
