@@ -1,8 +1,8 @@
 //! The conformance suite must be able to fail: each deliberately broken divergence below is
 //! caught by the check meant for it (and a correct one passes).
 
-use fdistill_core::testing;
-use fdistill_core::{Divergence, ModeBehaviour, softplus};
+use fdistill_divergence::testing;
+use fdistill_divergence::{Divergence, ModeBehaviour, softplus};
 
 /// Jensen–Shannon with switchable defects.
 #[derive(Debug, Clone, Default)]

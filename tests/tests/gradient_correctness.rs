@@ -13,9 +13,9 @@
 
 use fdistill::Divergence;
 use fdistill::core::gmm::GaussianMixture;
-use fdistill::core::registry;
 use fdistill::core::student::{MixtureStudent, PathTerms, f_distill_gradient, path_terms};
-use fdistill::core::weights::normalised_weights;
+use fdistill::divergence::registry;
+use fdistill::divergence::weights::normalised_weights;
 use rand::SeedableRng;
 
 const SIGMAS: [f64; 3] = [0.1, 0.5, 2.0];
@@ -28,6 +28,7 @@ const FD_STEP: f64 = 1e-4;
 /// know is an error telling the author to add parameters here.
 fn divergences() -> Vec<Box<dyn Divergence>> {
     fdistill::link_registrations();
+    fdistill_plugin_example::link();
     let mut out = Vec::new();
     for info in registry::list().unwrap() {
         match (info.name, info.params.is_empty()) {
@@ -297,6 +298,7 @@ fn wrong_weights_are_detected() {
 #[test]
 fn stage_two_normalisation_leaves_reverse_kl_unchanged() {
     fdistill::link_registrations();
+    fdistill_plugin_example::link();
     let case = case_1d(0.5);
     let terms = monte_carlo_terms(&case, 5);
     let rkl = registry::resolve("reverse-kl").unwrap();

@@ -96,7 +96,7 @@ pub enum DeviceError {
     /// The backend exists but this binary was built without it.
     #[error(
         "device `{spec}` needs the `{feature}` backend, which this build does not include; \
-         rebuild with `cargo build --release -p fdistill --features {feature}`"
+         rebuild with `cargo build --release -p fdistill-cli --features {feature}`"
     )]
     NotCompiled {
         /// The device asked for.

@@ -26,6 +26,12 @@ pub trait Denoiser<B: Backend> {
     ) -> Tensor<B, 2>;
 }
 
+/// A denoiser with EDM preconditioning: it knows the σ_data its loss weight needs.
+pub trait EdmDenoiser<B: Backend>: Denoiser<B> {
+    /// EDM's σ_data.
+    fn sigma_data(&self) -> f64;
+}
+
 /// The score of the noisy marginal from a denoiser (Tweedie):
 ///
 /// $$ s(x, \sigma) = \nabla_x \log p_\sigma(x) = \frac{D(x;\sigma) - x}{\sigma^2}. $$

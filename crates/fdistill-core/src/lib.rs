@@ -1,44 +1,31 @@
 //! # fdistill-core
 //!
-//! The math and the machinery of fdistill: the [`Divergence`] trait and its
-//! [registry], log-space weight normalisation ([`weights`]), the
-//! [`DensityRatioEstimator`](ratio::DensityRatioEstimator) trait, and (feature `testing`)
-//! the conformance suite every divergence must pass.
+//! The tensor-level core of fdistill, generic over any burn backend:
 //!
-//! See `SPEC.md` §1–§3 for the formulas.
+//! - the network-facing traits: [`Denoiser`], [`EdmDenoiser`], [`FeatureDenoiser`] and
+//!   [`DensityRatioEstimator`](ratio::DensityRatioEstimator);
+//! - EDM's noise schedules ([`schedule`]) and samplers ([`sampler`]);
+//! - the f-distill update pieces ([`update`]: logit clamping, ratio clipping, time-binned
+//!   normalisation, the DMD normaliser) and the losses ([`losses`], [`vardiu_bound`]);
+//! - the exact Gaussian-mixture testbed ([`gmm`], [`targets`], [`exact`], [`student`]), where
+//!   every score and ratio has a closed form.
+//!
+//! The divergences themselves are scalar math in `fdistill-divergence`. See `SPEC.md` §1–§7.
 
-pub mod checkpoint;
-pub mod data;
 pub mod denoiser;
-pub mod distill;
-pub mod divergence;
-pub mod error;
 pub mod exact;
-pub mod feature_metrics;
 pub mod gmm;
-pub mod idx;
-pub mod images;
 pub mod losses;
-pub mod metrics;
+pub mod random;
 pub mod ratio;
-pub mod registry;
 pub mod sampler;
 pub mod schedule;
 pub mod student;
 pub mod targets;
-pub mod teacher;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod update;
-pub mod vardiu;
-pub mod weights;
+pub mod vardiu_bound;
 
-pub use denoiser::{Denoiser, FeatureDenoiser};
-pub use divergence::{Divergence, ModeBehaviour, log_sigmoid, sigmoid, softplus};
-pub use error::RegistryError;
+pub use denoiser::{Denoiser, EdmDenoiser, FeatureDenoiser};
 pub use exact::{AnalyticTeacher, ExactRatio};
 pub use losses::inject_gradient;
-pub use registry::{DivergenceEntry, DivergenceSpec};
-
-/// Re-exported so plugin crates can register without depending on `inventory` themselves.
-pub use inventory;
+pub use ratio::{DensityRatioEstimator, LearnedRatioEstimator};

@@ -46,7 +46,7 @@ pub fn mog40() -> GaussianMixture {
     let means = (0..40)
         .map(|_| vec![rng.random_range(-40.0..40.0), rng.random_range(-40.0..40.0)])
         .collect();
-    let std = crate::softplus(1.0);
+    let std = fdistill_divergence::softplus(1.0);
     GaussianMixture::isotropic(vec![1.0; 40], means, vec![std; 40]).expect("valid target")
 }
 

@@ -4,7 +4,7 @@
 //! 1. [`clamp_logits`]: `ℓ ← clamp(ℓ, −10, 10)`;
 //! 2. [`clip_ratio`]: `r ← clip(r, 0.1, 20)`, done on `ℓ = log r`;
 //! 3. [`TimeBinnedNormaliser`] (optional, stage 1): `r ← r / (b_k + 1e−6)` per σ-bin;
-//! 4. stage 2: [`crate::weights::normalise_log_weights`], `h_i ← h_i / (mean h + 1e−6)`;
+//! 4. stage 2: [`fdistill_divergence::weights::normalise_log_weights`], `h_i ← h_i / (mean h + 1e−6)`;
 //! 5. [`dmd_normaliser`]: `w_i = 1 / (mean |x0_i − D_T(x_t,i)| + 1e−6)`;
 //! 6. [`crate::losses::inject_gradient`] with `g = sg(w · h · (d_F − d_T))`.
 //!
@@ -102,7 +102,7 @@ impl TimeBinnedNormaliser {
                 .map(|(_, l)| *l)
                 .collect();
             if !in_bin.is_empty() {
-                let mean_r = crate::weights::log_mean_exp(&in_bin).exp();
+                let mean_r = fdistill_divergence::weights::log_mean_exp(&in_bin).exp();
                 self.b[k] = self.beta * self.b[k] + (1.0 - self.beta) * mean_r;
             }
         }

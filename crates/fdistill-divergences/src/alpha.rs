@@ -10,8 +10,8 @@
 //!
 //! Config: `{"type": "alpha", "alpha": 0.5}`; CLI: `alpha:0.5`.
 
-use fdistill_core::registry::Params;
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill_divergence::registry::Params;
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence};
 use serde_json::{Map, Value};
 
 /// A member of the α-divergence family; build it with [`Alpha::new`].
@@ -116,18 +116,18 @@ register_divergence!(
 );
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance_half, Alpha::new(0.5).unwrap());
+fdistill_divergence::divergence_conformance!(conformance_half, Alpha::new(0.5).unwrap());
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance_negative, Alpha::new(-1.0).unwrap());
+fdistill_divergence::divergence_conformance!(conformance_negative, Alpha::new(-1.0).unwrap());
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance_two, Alpha::new(2.0).unwrap());
+fdistill_divergence::divergence_conformance!(conformance_two, Alpha::new(2.0).unwrap());
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance_near_zero, Alpha::new(0.1).unwrap());
+fdistill_divergence::divergence_conformance!(conformance_near_zero, Alpha::new(0.1).unwrap());
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fdistill_core::registry::resolve;
+    use fdistill_divergence::registry::resolve;
 
     #[test]
     fn limits_are_rejected_with_a_pointer_to_the_named_divergence() {

@@ -5,7 +5,7 @@
 //! Weights grow linearly with the ratio: mode covering, with high variance where the ratio is large.
 //! SPEC §1.1; Xu, Nie & Vahdat (2025), Table 1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence};
 
 /// Forward Kullback–Leibler divergence `KL(p‖q)`.
 ///
@@ -49,4 +49,4 @@ impl Divergence for ForwardKl {
 register_divergence!(ForwardKl);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, ForwardKl);
+fdistill_divergence::divergence_conformance!(conformance, ForwardKl);

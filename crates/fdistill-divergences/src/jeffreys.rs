@@ -5,7 +5,7 @@
 //! The sum of the forward- and reverse-KL weights: covering, high variance.
 //! SPEC §1.1; Xu, Nie & Vahdat (2025), Table 1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence, softplus};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence, softplus};
 
 /// Jeffreys divergence `KL(p‖q) + KL(q‖p)`.
 ///
@@ -50,4 +50,4 @@ impl Divergence for Jeffreys {
 register_divergence!(Jeffreys);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, Jeffreys);
+fdistill_divergence::divergence_conformance!(conformance, Jeffreys);

@@ -6,7 +6,7 @@
 //! student already covers the teacher. Balanced; the paper's best choice on CIFAR-10 and ImageNet-64.
 //! SPEC §1.1; Xu, Nie & Vahdat (2025), Table 1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence, softplus};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence, softplus};
 
 /// Jensen–Shannon divergence (times two).
 ///
@@ -51,4 +51,4 @@ impl Divergence for JensenShannon {
 register_divergence!(JensenShannon);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, JensenShannon);
+fdistill_divergence::divergence_conformance!(conformance, JensenShannon);

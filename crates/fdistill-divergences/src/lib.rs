@@ -1,7 +1,7 @@
 //! # fdistill-divergences
 //!
 //! The built-in f-divergences, one file each, registered through the same `inventory` path
-//! a plugin uses (SPEC §1.1). Resolve them by name with [`fdistill_core::registry::resolve`].
+//! a plugin uses (SPEC §1.1). Resolve them by name with [`fdistill_divergence::registry::resolve`].
 
 mod alpha;
 mod forward_kl;
@@ -41,7 +41,7 @@ pub fn link() {}
 
 #[cfg(test)]
 mod tests {
-    use fdistill_core::registry;
+    use fdistill_divergence::registry;
 
     #[test]
     fn every_built_in_name_resolves() {

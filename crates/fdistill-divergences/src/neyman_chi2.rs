@@ -5,7 +5,7 @@
 //! The weight decays where the teacher is denser than the student: strongly mode seeking.
 //! SPEC §1.1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence};
 
 /// Neyman χ² divergence.
 ///
@@ -49,4 +49,4 @@ impl Divergence for NeymanChi2 {
 register_divergence!(NeymanChi2);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, NeymanChi2);
+fdistill_divergence::divergence_conformance!(conformance, NeymanChi2);

@@ -5,7 +5,7 @@
 //! Quadratic weights: strongly covering, very high variance.
 //! SPEC §1.1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence};
 
 /// Pearson χ² divergence.
 ///
@@ -49,4 +49,4 @@ impl Divergence for PearsonChi2 {
 register_divergence!(PearsonChi2);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, PearsonChi2);
+fdistill_divergence::divergence_conformance!(conformance, PearsonChi2);

@@ -5,7 +5,7 @@
 //! With `h ≡ 1` the f-distill gradient is exactly variational score distillation (DMD, DMD2, Diff-Instruct). Mode seeking.
 //! SPEC §1.1; Xu, Nie & Vahdat (2025), Table 1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence};
 
 /// Reverse Kullback–Leibler divergence `KL(q‖p)`.
 ///
@@ -49,4 +49,4 @@ impl Divergence for ReverseKl {
 register_divergence!(ReverseKl);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, ReverseKl);
+fdistill_divergence::divergence_conformance!(conformance, ReverseKl);

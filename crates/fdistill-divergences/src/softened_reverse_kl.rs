@@ -5,7 +5,7 @@
 //! Down-weights samples where the teacher is denser than the student. Mode seeking.
 //! SPEC §1.1; Xu, Nie & Vahdat (2025), Table 1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence, softplus};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence, softplus};
 
 /// Softened reverse KL.
 ///
@@ -49,4 +49,4 @@ impl Divergence for SoftenedReverseKl {
 register_divergence!(SoftenedReverseKl);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, SoftenedReverseKl);
+fdistill_divergence::divergence_conformance!(conformance, SoftenedReverseKl);

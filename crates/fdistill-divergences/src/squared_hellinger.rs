@@ -5,7 +5,7 @@
 //! The α-divergence at α = ½ up to a constant factor. Balanced.
 //! SPEC §1.1.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence};
 
 /// Squared Hellinger distance.
 ///
@@ -49,4 +49,4 @@ impl Divergence for SquaredHellinger {
 register_divergence!(SquaredHellinger);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, SquaredHellinger);
+fdistill_divergence::divergence_conformance!(conformance, SquaredHellinger);

@@ -22,7 +22,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use fdistill_core::images::ImageSet;
+use fdistill_data::images::ImageSet;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -424,8 +424,8 @@ pub fn evaluate<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
-    use fdistill_core::checkpoint::{load_module, save_module};
-    use fdistill_core::data::load_image_source;
+    use fdistill_data::load_image_source;
+    use fdistill_train::checkpoint::{load_module, save_module};
     use std::path::Path;
 
     type B = Flex;

@@ -299,7 +299,7 @@ mod tests {
     use crate::unet::UNetConfig;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, ElementConversion, Int, TensorData};
-    use fdistill_core::softplus;
+    use fdistill_divergence::softplus;
 
     type B = Flex;
     type A = Autodiff<Flex>;

@@ -9,14 +9,14 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use fdistill_core::checkpoint::RunDir;
-use fdistill_core::data::TrainingData;
-use fdistill_core::distill::config::FeatureSource;
-use fdistill_core::distill::{
+use fdistill_data::TrainingData;
+use fdistill_data::images::ImageSet;
+use fdistill_train::checkpoint::RunDir;
+use fdistill_train::distill::config::FeatureSource;
+use fdistill_train::distill::{
     Critic, DistillConfig, DistillMethod, DriverConfig, FDistill, run_distillation,
 };
-use fdistill_core::images::ImageSet;
-use fdistill_core::teacher::{TeacherConfig, train_teacher};
+use fdistill_train::teacher::{TeacherConfig, train_teacher};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

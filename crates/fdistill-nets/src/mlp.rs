@@ -16,8 +16,8 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use fdistill_core::EdmDenoiser;
 use fdistill_core::ratio::FeatureMap;
-use fdistill_core::teacher::EdmDenoiser;
 use fdistill_core::{Denoiser, FeatureDenoiser};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -285,8 +285,8 @@ mod tests {
     #[test]
     fn a_short_teacher_run_lower_the_loss_and_the_ema_tracks() {
         use burn::backend::Autodiff;
-        use fdistill_core::data::TrainingData;
-        use fdistill_core::teacher::{TeacherConfig, train_teacher};
+        use fdistill_data::TrainingData;
+        use fdistill_train::teacher::{TeacherConfig, train_teacher};
         type A = Autodiff<Flex>;
         let device = Default::default();
         let mut cfg = MlpDenoiserConfig::new(2, 2.5);

@@ -211,7 +211,7 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::optim::{AdamConfig, GradientsParams, Optimizer};
     use burn::tensor::{Distribution, TensorData};
-    use fdistill_core::softplus;
+    use fdistill_divergence::softplus;
 
     type A = Autodiff<Flex>;
 

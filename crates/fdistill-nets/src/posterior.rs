@@ -17,7 +17,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use fdistill_core::vardiu::LatentPosterior;
+use fdistill_core::vardiu_bound::LatentPosterior;
 use serde::{Deserialize, Serialize};
 
 use crate::edm::edm_scalings_tensor;

@@ -19,7 +19,7 @@
 //! GroupNorm everywhere uses `groups = min(32, C/4)` ([`group_count`]).
 //!
 //! **Resolution.** Fashion-MNIST's 28×28 images are padded with background (−1) to 32×32
-//! (`fdistill_core::data::pad_images`): 32 halves cleanly three times (32 → 16 → 8), so every
+//! (`fdistill_data::pad_images`): 32 halves cleanly three times (32 → 16 → 8), so every
 //! level has an even size, the encoder taps are 32×32, 16×16 and 8×8 as in SongUNet's
 //! CIFAR-10 configuration, and the discriminator heads end at 8×8 as SPEC §2 describes. 28
 //! would give 28 → 14 → 7 and an odd bottleneck.
@@ -37,8 +37,8 @@ use burn::nn::{
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use fdistill_core::EdmDenoiser;
 use fdistill_core::ratio::FeatureMap;
-use fdistill_core::teacher::EdmDenoiser;
 use fdistill_core::{Denoiser, FeatureDenoiser};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -649,8 +649,8 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
     use burn::tensor::{Distribution, TensorData};
-    use fdistill_core::checkpoint::{CheckpointError, load_module, save_module};
     use fdistill_core::losses::edm::edm_loss;
+    use fdistill_train::checkpoint::{CheckpointError, load_module, save_module};
 
     type B = Flex;
     type A = Autodiff<Flex>;

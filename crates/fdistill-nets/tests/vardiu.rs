@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use fdistill_core::AnalyticTeacher;
 use fdistill_core::gmm::GaussianMixture;
-use fdistill_core::vardiu::{VarDiuBatch, VarDiuWeight, vardiu_loss, vardiu_weight};
+use fdistill_core::vardiu_bound::{VarDiuBatch, VarDiuWeight, vardiu_loss, vardiu_weight};
 use fdistill_nets::{GaussianPosterior, GaussianPosteriorConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -74,8 +74,8 @@ struct Draw {
 
 fn draw(seed: u64) -> Draw {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let z = fdistill_core::data::standard_normal(2 * N, &mut rng);
-    let eps = fdistill_core::data::standard_normal(2 * N, &mut rng);
+    let z = fdistill_core::random::standard_normal(2 * N, &mut rng);
+    let eps = fdistill_core::random::standard_normal(2 * N, &mut rng);
     let sigma = (0..N).map(|i| 0.3 + 0.35 * i as f64).collect();
     Draw { z, eps, sigma }
 }
@@ -215,7 +215,7 @@ fn posterior_steps_increase_mean_log_q() {
 /// posterior's bias wins. Recorded, not hidden.)
 #[test]
 fn a_short_run_fits_a_gaussian_target() {
-    use fdistill_core::vardiu::{antithetic_pairs, vardiu_sigma};
+    use fdistill_core::vardiu_bound::{antithetic_pairs, vardiu_sigma};
     use rand::RngExt;
     let device = Default::default();
     let mut generator = Affine::<A>::new([0.2, 0.2], [0.0, 0.0], &device);
@@ -226,8 +226,8 @@ fn a_short_run_fits_a_gaussian_target() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let half = 64;
     for _ in 0..2500 {
-        let z = fdistill_core::data::standard_normal(2 * half, &mut rng);
-        let eps = fdistill_core::data::standard_normal(2 * half, &mut rng);
+        let z = fdistill_core::random::standard_normal(2 * half, &mut rng);
+        let eps = fdistill_core::random::standard_normal(2 * half, &mut rng);
         let sigma: Vec<f64> = (0..half)
             .map(|_| vardiu_sigma(rng.random::<f64>(), 1.0, 0.05, 1.5))
             .collect();
@@ -283,13 +283,13 @@ fn a_short_run_fits_a_gaussian_target() {
 
 mod method {
     use super::*;
-    use fdistill_core::checkpoint::RunDir;
-    use fdistill_core::distill::driver::DriverSummary;
-    use fdistill_core::distill::{
+    use fdistill_core::vardiu_bound::PowSchedule;
+    use fdistill_nets::{MlpDenoiser, MlpDenoiserConfig};
+    use fdistill_train::checkpoint::RunDir;
+    use fdistill_train::distill::driver::DriverSummary;
+    use fdistill_train::distill::{
         DistillError, DistillMethod, DriverConfig, VarDiU, VarDiuConfig, run_distillation,
     };
-    use fdistill_core::vardiu::PowSchedule;
-    use fdistill_nets::{MlpDenoiser, MlpDenoiserConfig};
     use std::path::Path;
 
     type Method = VarDiU<A, AnalyticTeacher, MlpDenoiser<A>, GaussianPosterior<A>>;

@@ -12,16 +12,17 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
-use fdistill::core::checkpoint::RunDir;
-use fdistill::core::data::{TrainingData, standard_normal};
-use fdistill::core::distill::fdistill::{FDistillMetrics, Phase, PhaseTimes};
-use fdistill::core::distill::{
-    Critic, DistillConfig, FDistill, one_step_generate, run_distillation,
-};
+use fdistill::core::random::standard_normal;
 use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill::core::targets::ring8_unbalanced;
+use fdistill::data::TrainingData;
 use fdistill::nets::{MlpDenoiserConfig, MlpDiscriminatorConfig};
+use fdistill::train::checkpoint::RunDir;
+use fdistill::train::distill::fdistill::{FDistillMetrics, Phase, PhaseTimes};
+use fdistill::train::distill::{
+    Critic, DistillConfig, FDistill, one_step_generate, run_distillation,
+};
 use rand::SeedableRng;
 
 type A = Autodiff<Flex>;
@@ -76,7 +77,7 @@ fn main() {
     // 2. distillation iterations/s, split by phase
     let steps = 300;
     let config = DistillConfig {
-        driver: fdistill::core::distill::DriverConfig {
+        driver: fdistill::train::distill::DriverConfig {
             steps,
             checkpoint_every: steps,
             log_every: steps,

@@ -6,8 +6,8 @@
 //!    f''(r) = 2 + \frac{2}{r^3},\quad h(r) = 2r^2 + \frac2r,\quad
 //!    \log h(\ell) = \log 2 + \operatorname{logaddexp}(2\ell, -\ell). $$
 
-use fdistill::core::weights::log_add_exp;
-use fdistill::core::{Divergence, ModeBehaviour, register_divergence};
+use fdistill::divergence::weights::log_add_exp;
+use fdistill::divergence::{Divergence, ModeBehaviour, register_divergence};
 
 /// Symmetric χ², `f(r) = (r−1)²(r+1)/r`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,7 +46,7 @@ impl Divergence for SymmetricChi2 {
 register_divergence!(SymmetricChi2);
 
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, SymmetricChi2);
+fdistill_divergence::divergence_conformance!(conformance, SymmetricChi2);
 
 fn main() {
     fdistill::link_registrations();

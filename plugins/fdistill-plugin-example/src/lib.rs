@@ -1,7 +1,7 @@
 //! # fdistill-plugin-example
 //!
 //! A third-party divergence for fdistill, written exactly as an outside author would: a
-//! type implementing [`fdistill_core::Divergence`], one `register_divergence!` line, and the
+//! type implementing [`fdistill_divergence::Divergence`], one `register_divergence!` line, and the
 //! conformance suite run unchanged. See `docs/plugins.md` for the whole path.
 //!
 //! **Triangular discrimination** (Le Cam's / Vincze–Le Cam distance):
@@ -14,7 +14,7 @@
 //! `h` rises like `8r²` for small `r`, peaks at `r = 2`, and decays like `8/r` for large `r`:
 //! it ignores both regions the student has not found and regions it over-covers.
 
-use fdistill_core::{Divergence, ModeBehaviour, register_divergence, softplus};
+use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence, softplus};
 
 /// Triangular discrimination, `f(r) = (r−1)²/(r+1)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,14 +57,14 @@ pub fn link() {}
 
 // The conformance suite, unchanged, as for every built-in.
 #[cfg(test)]
-fdistill_core::divergence_conformance!(conformance, Triangular);
+fdistill_divergence::divergence_conformance!(conformance, Triangular);
 
 #[cfg(test)]
 mod tests {
 
     #[test]
     fn resolves_by_name_and_peaks_at_two() {
-        let d = fdistill_core::registry::resolve("triangular").unwrap();
+        let d = fdistill_divergence::registry::resolve("triangular").unwrap();
         assert_eq!(d.name(), "triangular");
         // h'(r) ∝ r(2 − r)/(r+1)^4: maximum at r = 2, h(2) = 32/27.
         assert!((d.h(2.0) - 32.0 / 27.0).abs() < 1e-12);

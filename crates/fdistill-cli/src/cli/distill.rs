@@ -1,0 +1,508 @@
+//! `fdistill distill --teacher DIR --divergence NAME --out DIR [--preset P] [--config FILE]
+//! [--steps N] [--resume] [--dry-run]`: distil a trained teacher into a one-step student.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::Args;
+use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::core::EdmDenoiser;
+use fdistill::core::ratio::LearnedRatioEstimator;
+use fdistill::core::{Denoiser, FeatureDenoiser};
+use fdistill::data::{DataSource, TrainingData};
+use fdistill::nets::{ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet};
+use fdistill::train::checkpoint::{RunDir, load_module};
+use fdistill::train::distill::config::{PRESETS, RatioSource};
+use fdistill::train::distill::driver::latest_checkpoint;
+use fdistill::train::distill::fdistill::{FDistillMetrics, GENERATOR_EMA_FILE, Phase};
+use fdistill::train::distill::{
+    Critic, DistillConfig, FDistill, StepMetrics, one_step_generate, run_distillation,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::CliError;
+use super::teacher::{DataInfo, TeacherNet, read_run_config};
+
+/// Arguments of `fdistill distill`.
+#[derive(Debug, Args, Clone)]
+pub struct DistillArgs {
+    /// Run directory of a trained teacher (`fdistill teacher train --out`).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// f-divergence by registry name (`fdistill divergences` lists them; plugins included).
+    #[arg(long)]
+    pub divergence: Option<String>,
+    /// Run directory of the student (config.json, metrics.jsonl, checkpoint/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Named preset: cifar10, diff-instruct, dmd2, dmd2-no-gan, imagenet64, toy, toy-exact.
+    /// Default: `toy` for an MLP teacher (vectors), `cifar10` for a UNet teacher (images).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// JSON or TOML file whose keys override the preset (any `DistillConfig` field).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Iterations (overrides the preset and the file; with --resume, may extend the run).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Continue the run in --out from its last checkpoint (the saved config is used).
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the resolved configuration and exit without training.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// No progress bar (the demo draws its own).
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+/// `RUN/config.json` of a student run: everything needed to rebuild and resume it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudentRunConfig {
+    /// Always `"student"`.
+    pub kind: String,
+    /// The teacher's run directory.
+    pub teacher: PathBuf,
+    /// The teacher's data (real samples of the discriminator).
+    pub data: DataInfo,
+    /// The generator / fake-score network (the teacher's: an MLP or a UNet).
+    pub net: TeacherNet,
+    /// The discriminator head, when the ratio is learned.
+    pub discriminator: Option<DiscriminatorNet>,
+    /// The trainer's configuration.
+    pub distill: DistillConfig,
+}
+
+/// The discriminator head of a student run: flat heads on an MLP's taps, convolutional heads
+/// on a UNet's per-level taps (SPEC §2). Untagged, so MLP runs keep their `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DiscriminatorNet {
+    /// One MLP head per flat tap.
+    Mlp(MlpDiscriminatorConfig),
+    /// One conv head per spatial tap, logits averaged.
+    Conv(ConvDiscriminatorConfig),
+}
+
+/// Hidden channels of the convolutional heads on a UNet's taps.
+pub const CONV_HEAD_WIDTH: usize = 32;
+
+impl DiscriminatorNet {
+    /// The head that fits `net`'s feature taps.
+    pub fn for_net(net: &TeacherNet) -> Self {
+        match net {
+            TeacherNet::Mlp(c) => {
+                let mut d = MlpDiscriminatorConfig::new(vec![c.hidden]);
+                d.hidden = c.hidden;
+                DiscriminatorNet::Mlp(d)
+            }
+            TeacherNet::Unet(c) => DiscriminatorNet::Conv(ConvDiscriminatorConfig::new(
+                c.tap_shapes(),
+                CONV_HEAD_WIDTH,
+            )),
+        }
+    }
+
+    /// Validates the configuration.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            DiscriminatorNet::Mlp(c) => c.check().map_err(|e| e.to_string()),
+            DiscriminatorNet::Conv(c) => c.check().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Merges `patch` into `base` key by key (objects recursively). An object whose `"type"`
+/// differs from the base's (a tagged enum such as `noise`) replaces it whole: the other
+/// variant's fields must not leak into it.
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p))
+            if p.get("type").is_none_or(|t| b.get("type") == Some(t)) =>
+        {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+fn read_overrides(path: &Path) -> Result<serde_json::Value, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("cannot read --config `{}`: {e}", path.display())))?;
+    let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
+    let value = if is_toml {
+        toml::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+    };
+    value.map_err(|e| CliError::Usage(format!("bad --config `{}`: {e}", path.display())))
+}
+
+/// Resolves and validates the whole run configuration; no tensor exists yet.
+pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), CliError> {
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    let mut config = if args.resume {
+        let run = RunDir::open(&args.out).map_err(|e| usage(&e))?;
+        let c: StudentRunConfig = run.read_config().map_err(|e| usage(&e))?;
+        if args.config.is_some() || args.divergence.is_some() {
+            return Err(CliError::Usage(
+                "--resume continues with the run's saved config.json; drop --config/--divergence (only --steps may change)".into(),
+            ));
+        }
+        c
+    } else {
+        let teacher_dir = args.teacher.clone().ok_or_else(|| {
+            CliError::Usage("--teacher DIR is required (a `fdistill teacher train` run)".into())
+        })?;
+        let (_, teacher) = read_run_config(&teacher_dir)?;
+        let preset_name = args.preset.clone().unwrap_or_else(|| {
+            match teacher.net {
+                TeacherNet::Mlp(_) => "toy",
+                TeacherNet::Unet(_) => "cifar10",
+            }
+            .to_string()
+        });
+        let preset = DistillConfig::preset(&preset_name).map_err(|e| usage(&e))?;
+        let mut value = serde_json::to_value(&preset).expect("config serialises");
+        if let Some(p) = &args.config {
+            merge(&mut value, read_overrides(p)?);
+        }
+        let mut distill: DistillConfig = serde_json::from_value(value).map_err(|e| {
+            CliError::Usage(format!(
+                "bad --config: {e} (keys are DistillConfig fields; presets: {})",
+                PRESETS.join(", ")
+            ))
+        })?;
+        if let Some(d) = &args.divergence {
+            distill.divergence = d.clone();
+        }
+        let net = teacher.net.clone();
+        let discriminator =
+            (distill.ratio == RatioSource::Discriminator).then(|| DiscriminatorNet::for_net(&net));
+        StudentRunConfig {
+            kind: "student".into(),
+            teacher: teacher_dir,
+            data: teacher.data,
+            net,
+            discriminator,
+            distill,
+        }
+    };
+    if let Some(steps) = args.steps {
+        config.distill.driver.steps = steps;
+    }
+    config.distill = config.distill.clone().check().map_err(|e| usage(&e))?;
+    if config.distill.ratio == RatioSource::Exact {
+        return Err(CliError::Usage(
+            "ratio = \"exact\" needs a closed-form student density, which a network student lacks; \
+             use ratio = \"discriminator\" here (the exact ratio is for the library's Gaussian-mixture testbed)"
+                .into(),
+        ));
+    }
+    if let Some(d) = &config.discriminator {
+        d.check().map_err(|e| usage(&e))?;
+    }
+    let data = DataSource::parse(&config.data.source)
+        .resolve()
+        .map_err(|e| usage(&e))?;
+    Ok((config, data))
+}
+
+/// What a finished distillation reports to its caller.
+#[derive(Debug, Clone)]
+pub struct DistillOutcome {
+    /// Wall time of the loop.
+    pub elapsed_s: f64,
+}
+
+/// Runs `fdistill distill`.
+pub fn run(args: DistillArgs) -> Result<(), CliError> {
+    run_distill(args).map(|_| ())
+}
+
+/// `fdistill distill` as a function (the demo calls it).
+pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError> {
+    let device: DeviceSpec = args
+        .device
+        .parse()
+        .map_err(|e: fdistill::backends::DeviceError| CliError::Usage(e.to_string()))?;
+    let (config, data) = resolve(&args)?;
+    if args.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config).expect("config serialises")
+        );
+        return Ok(None);
+    }
+    let run = RunDir::create(&args.out).map_err(|e| CliError::Usage(e.to_string()))?;
+    if !args.resume {
+        if latest_checkpoint(&run).is_ok() {
+            return Err(CliError::Usage(format!(
+                "`{}` already holds a student checkpoint; continue it with --resume or choose a new --out",
+                args.out.display()
+            )));
+        }
+        run.write_config(&config).map_err(anyhow::Error::from)?;
+    }
+    let task = DistillTask {
+        config,
+        data,
+        run,
+        resume: args.resume,
+        quiet: args.quiet,
+    };
+    dispatch(&device, task)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+        .map(Some)
+}
+
+struct DistillTask {
+    config: StudentRunConfig,
+    data: TrainingData,
+    run: RunDir,
+    resume: bool,
+    quiet: bool,
+}
+
+impl BackendTask for DistillTask {
+    type Output = Result<DistillOutcome, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+        B::seed(&device, self.config.distill.driver.seed);
+        let weights = RunDir::open(&self.config.teacher)
+            .map_err(|e| usage(&e))?
+            .checkpoint_file("ema.safetensors");
+        match (&self.config.net, &self.config.discriminator) {
+            (TeacherNet::Mlp(c), d) => {
+                let net: MlpDenoiser<B> =
+                    load_module::<B, _>(c.init(&device), &weights).map_err(|e| usage(&e))?;
+                let head = match d {
+                    Some(DiscriminatorNet::Mlp(h)) => Some(h.init::<B>(&device)),
+                    Some(DiscriminatorNet::Conv(_)) => return Err(head_mismatch("MLP", "conv")),
+                    None => None,
+                };
+                self.train(net, head, &device)
+            }
+            (TeacherNet::Unet(c), d) => {
+                let net: UNet<B> =
+                    load_module::<B, _>(c.init(&device), &weights).map_err(|e| usage(&e))?;
+                let head = match d {
+                    Some(DiscriminatorNet::Conv(h)) => Some(h.init::<B>(&device)),
+                    Some(DiscriminatorNet::Mlp(_)) => return Err(head_mismatch("UNet", "MLP")),
+                    None => None,
+                };
+                self.train(net, head, &device)
+            }
+        }
+    }
+}
+
+fn head_mismatch(net: &str, head: &str) -> CliError {
+    CliError::Usage(format!(
+        "config.json pairs a {net} network with {head} discriminator heads; remove the \
+         `discriminator` entry and let `fdistill distill` choose the heads for the teacher"
+    ))
+}
+
+impl DistillTask {
+    /// The f-distill loop for one network type `N` (teacher, generator and fake score) and
+    /// head type `C`, with a progress bar.
+    fn train<B, N, C>(
+        self,
+        net: N,
+        head: Option<C>,
+        device: &B::Device,
+    ) -> Result<DistillOutcome, CliError>
+    where
+        B: AutodiffBackend,
+        N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
+        N::InnerModule: Denoiser<B::InnerBackend>,
+        C: AutodiffModule<B> + LearnedRatioEstimator<B>,
+    {
+        let DistillTask {
+            config,
+            data,
+            run,
+            resume,
+            quiet,
+        } = self;
+        let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+        let dc = &config.distill;
+        let teacher = net.clone().no_grad();
+        let critic = match (head, dc.ratio) {
+            (Some(h), RatioSource::Discriminator) => Critic::Learned(h),
+            _ => Critic::<B, C>::Unit,
+        };
+        let mut method =
+            FDistill::new(dc.clone(), teacher, net, critic, data, device).map_err(|e| usage(&e))?;
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(dc.driver.steps as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let start = Instant::now();
+        let mut last_gen: Option<FDistillMetrics> = None;
+        let result = run_distillation(&mut method, &dc.driver, &run, resume, |r| {
+            bar.set_position(r.step as u64);
+            if r.metrics.phase == Phase::Generator {
+                last_gen = Some(r.metrics.clone());
+                let m = r.metrics;
+                bar.set_message(format!(
+                    "h∈[{:.2},{:.2}] ℓ̄ {:.2} gan {:.3}",
+                    m.weight.map_or(f64::NAN, |w| w.min),
+                    m.weight.map_or(f64::NAN, |w| w.max),
+                    m.log_ratio.map_or(f64::NAN, |l| l.mean),
+                    m.loss_gan.unwrap_or(f64::NAN),
+                ));
+            }
+            debug_assert!(r.metrics.non_finite().is_none());
+            Ok(())
+        });
+        bar.finish_and_clear();
+        let summary = result.map_err(|e| CliError::Runtime(e.into()))?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let steps = summary.last_step + 1 - summary.first_step;
+        if !quiet {
+            eprintln!(
+                "distilled {} iterations ({} → {}) in {elapsed:.1} s ({:.0} it/s) with {}; checkpoint in {}",
+                steps,
+                summary.first_step,
+                summary.last_step,
+                steps as f64 / elapsed,
+                dc.divergence,
+                run.checkpoint_dir().display()
+            );
+        }
+        Ok(DistillOutcome { elapsed_s: elapsed })
+    }
+}
+
+/// Reads and checks a student run's `config.json`.
+pub fn read_student_config(dir: &Path) -> Result<(RunDir, StudentRunConfig), CliError> {
+    let run = RunDir::open(dir).map_err(|e| CliError::Usage(e.to_string()))?;
+    let config: StudentRunConfig = run
+        .read_config()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    config
+        .net
+        .check()
+        .map_err(|e| CliError::Usage(format!("{}: {e}", run.config_path().display())))?;
+    Ok((run, config))
+}
+
+/// The `kind` field of a run directory's `config.json` (`"teacher"` or `"student"`).
+pub fn run_kind(dir: &Path) -> Result<String, CliError> {
+    let run = RunDir::open(dir).map_err(|e| CliError::Usage(e.to_string()))?;
+    let v: serde_json::Value = run
+        .read_config()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(v["kind"].as_str().unwrap_or("").to_string())
+}
+
+/// One-step samples of a student run's EMA generator: `n` rows, row-major, and the samples
+/// per second of the generation itself. A class-conditional generator gets class-balanced
+/// labels `i mod classes` (as the teacher's sampler).
+pub fn student_samples<B: Backend>(
+    net: &TeacherNet,
+    weights: &Path,
+    sigma_init: f64,
+    n: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<(Vec<f64>, f64), CliError> {
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    match net {
+        TeacherNet::Mlp(c) => {
+            let g = load_module::<B, _>(c.init(device), weights).map_err(|e| usage(&e))?;
+            Ok(one_step_samples(&g, net, sigma_init, n, seed, device))
+        }
+        TeacherNet::Unet(c) => {
+            let g = load_module::<B, _>(c.init(device), weights).map_err(|e| usage(&e))?;
+            Ok(one_step_samples(&g, net, sigma_init, n, seed, device))
+        }
+    }
+}
+
+fn one_step_samples<B: Backend, D: Denoiser<B>>(
+    g: &D,
+    net: &TeacherNet,
+    sigma_init: f64,
+    n: usize,
+    seed: u64,
+    device: &B::Device,
+) -> (Vec<f64>, f64) {
+    let (latents, labels) = net.sampling_inputs::<B>(n, seed, device); // [n, dim], [n]
+    let start = Instant::now();
+    let x = one_step_generate(g, latents, sigma_init, labels); // [n, dim]
+    let values = x
+        .into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("converted to f64");
+    let rate = n as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    (values, rate)
+}
+
+/// The EMA generator weights of a student run.
+pub fn student_weights(run: &RunDir) -> Result<PathBuf, CliError> {
+    let dir = latest_checkpoint(run).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(dir.join(GENERATOR_EMA_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+    use fdistill::train::distill::DistillConfig;
+    use fdistill::train::distill::config::NoiseDistribution;
+
+    fn resolved(patch: serde_json::Value) -> DistillConfig {
+        // cifar10: the Karras-grid noise of SPEC §4.
+        let mut v = serde_json::to_value(DistillConfig::cifar10()).unwrap();
+        merge(&mut v, patch);
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Fields merge into the preset; a tagged enum of another `type` replaces the preset's
+    /// variant instead of inheriting its fields.
+    #[test]
+    fn overrides_merge_fields_and_replace_enum_variants() {
+        let c = resolved(serde_json::json!({"lambda_gan": 0.3, "driver": {"steps": 7}}));
+        assert_eq!((c.lambda_gan, c.driver.steps), (0.3, 7));
+        assert_eq!(c.driver.seed, DistillConfig::cifar10().driver.seed);
+        let c = resolved(
+            serde_json::json!({"noise": {"type": "log-normal", "p_mean": -0.5, "p_std": 1.0}}),
+        );
+        assert_eq!(
+            c.noise,
+            NoiseDistribution::LogNormal {
+                p_mean: -0.5,
+                p_std: 1.0
+            }
+        );
+        // Same variant: a partial patch keeps the other fields.
+        let c = resolved(serde_json::json!({"noise": {"type": "karras-grid", "sigma_max": 10.0}}));
+        let NoiseDistribution::KarrasGrid {
+            sigma_max, points, ..
+        } = c.noise
+        else {
+            panic!("karras grid")
+        };
+        assert_eq!((sigma_max, points), (10.0, 1000));
+    }
+}

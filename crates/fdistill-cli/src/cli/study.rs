@@ -1,0 +1,203 @@
+//! `fdistill study exact --target ring8-unbalanced --out DIR` and
+//! `fdistill study mog40 --out DIR`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use fdistill::backends::CpuBackend;
+use fdistill::studies::exact::{self, ExactStudyConfig};
+use fdistill::studies::mog40;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::CliError;
+
+/// `fdistill study ...`.
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Mode coverage of the exact Gaussian-mixture student under every divergence: writes
+    /// DIR/summary.csv, DIR/summary.md and one PNG per divergence.
+    Exact(ExactArgs),
+    /// VarDiU's MoG-40 benchmark: VarDiU, Diff-Instruct, DMD2 and f-distill (reverse-kl,
+    /// jensen-shannon, forward-kl) with the analytic and a learned MLP teacher; writes
+    /// DIR/summary.csv, DIR/summary.md, sample scatters and metric curves.
+    Mog40(Mog40Args),
+}
+
+/// Arguments of `fdistill study mog40`.
+#[derive(Debug, Args)]
+pub struct Mog40Args {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Generator updates per run (the equal budget).
+    #[arg(long, default_value_t = 400)]
+    pub steps: usize,
+    /// Number of seeds (0..N).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Generator updates between points of the metric curves.
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    /// Training steps of the learned MLP teacher.
+    #[arg(long, default_value_t = 3000)]
+    pub teacher_steps: usize,
+    /// Samples of the final evaluation.
+    #[arg(long, default_value_t = 2000)]
+    pub eval_samples: usize,
+    /// Samples per point of the metric curves.
+    #[arg(long, default_value_t = 500)]
+    pub curve_samples: usize,
+    /// Samples per generator update.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Hidden width of every network.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Comma-separated methods (vardiu, diff-instruct, dmd2, f-distill-reverse-kl,
+    /// f-distill-jensen-shannon, f-distill-forward-kl); default: all.
+    #[arg(long)]
+    pub methods: Option<String>,
+    /// Comma-separated teachers (analytic, learned); default: both.
+    #[arg(long)]
+    pub teachers: Option<String>,
+}
+
+/// Arguments of `fdistill study exact`.
+#[derive(Debug, Args)]
+pub struct ExactArgs {
+    /// Target: ring8-unbalanced or bimodal-1d.
+    #[arg(long, default_value = "ring8-unbalanced")]
+    pub target: String,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of seeds (0..N).
+    #[arg(long, default_value_t = 5)]
+    pub seeds: u64,
+    /// Generator steps per run.
+    #[arg(long, default_value_t = 1500)]
+    pub steps: usize,
+    /// Comma-separated divergences (`reverse-kl,alpha:0.5`); default: every registered one,
+    /// the alpha family at 0.5.
+    #[arg(long)]
+    pub divergences: Option<String>,
+    /// Stage-1 time-binned ratio normalisation with this many bins (off by default).
+    #[arg(long)]
+    pub time_bins: Option<usize>,
+    /// EMA β of the stage-1 normaliser.
+    #[arg(long, default_value_t = 0.0)]
+    pub time_bins_beta: f64,
+}
+
+/// Splits `a,b,alpha:0.5,c` into divergence specs (the α family takes a single value, so
+/// every comma separates two divergences).
+fn split_specs(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Runs `fdistill study`.
+pub fn run(cmd: StudyCommand) -> Result<(), CliError> {
+    match cmd {
+        StudyCommand::Exact(args) => run_exact(args),
+        StudyCommand::Mog40(args) => run_mog40(args),
+    }
+}
+
+fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
+    let usage = |e: anyhow::Error| CliError::Usage(format!("{e:#}"));
+    let methods = match args.methods.as_deref() {
+        Some(text) => split_specs(text)
+            .iter()
+            .map(|m| mog40::Mog40Method::parse(m))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(usage)?,
+        None => mog40::METHODS.to_vec(),
+    };
+    let teachers = match args.teachers.as_deref() {
+        Some(text) => split_specs(text)
+            .iter()
+            .map(|t| match t.as_str() {
+                "analytic" => Ok(mog40::TeacherKind::Analytic),
+                "learned" => Ok(mog40::TeacherKind::Learned),
+                other => Err(CliError::Usage(format!(
+                    "unknown teacher `{other}`; known: analytic, learned"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![mog40::TeacherKind::Analytic, mog40::TeacherKind::Learned],
+    };
+    let config = mog40::Mog40Config {
+        seeds: args.seeds,
+        steps: args.steps,
+        eval_every: args.eval_every,
+        teacher_steps: args.teacher_steps,
+        eval_samples: args.eval_samples,
+        curve_samples: args.curve_samples,
+        batch_size: args.batch_size,
+        hidden: args.hidden,
+        methods,
+        teachers,
+        ..Default::default()
+    }
+    .check()
+    .map_err(usage)?;
+    let bar = ProgressBar::new(mog40::total_ticks(&config));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} iterations ({eta})",
+        )
+        .expect("valid template"),
+    );
+    let start = Instant::now();
+    let result = mog40::run_and_write::<CpuBackend>(&config, &args.out, &mut |n| bar.inc(n))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} runs in {:.1} s; wrote {}",
+        result.runs.len(),
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    print!("{}", mog40::summary_md(&result, &config));
+    Ok(())
+}
+
+fn run_exact(args: ExactArgs) -> Result<(), CliError> {
+    let config = ExactStudyConfig {
+        target: args.target,
+        divergences: args
+            .divergences
+            .as_deref()
+            .map(split_specs)
+            .unwrap_or_default(),
+        seeds: args.seeds,
+        steps: args.steps,
+        time_bins: args.time_bins.map(|b| (b, args.time_bins_beta)),
+        ..Default::default()
+    };
+    let study = config
+        .check()
+        .map_err(|e| CliError::Usage(format!("{e:#}")))?;
+    let bar = ProgressBar::new(exact::total_steps(&study));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta})",
+        )
+        .expect("valid template"),
+    );
+    let start = Instant::now();
+    let result = exact::run_and_write(&study, &args.out, &mut |n| bar.inc(n))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} runs in {:.1} s; wrote {}",
+        result.runs.len(),
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    print!("{}", exact::summary_md(&result, &study.config));
+    Ok(())
+}

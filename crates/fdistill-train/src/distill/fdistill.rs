@@ -1,0 +1,1269 @@
+//! The f-distill method (Xu, Nie & Vahdat 2025; SPEC §2–§4) as a [`DistillMethod`].
+//!
+//! Networks: the frozen teacher `D_T`, the generator `G` (`x0 = D_G(σ_init z; σ_init)`,
+//! initialised from the teacher), the fake score `D_F` (initialised from the teacher) and the
+//! ratio estimator: a learned discriminator head ([`Critic::Learned`]), a closed-form one
+//! ([`Critic::Fixed`], the Gaussian-mixture testbed), or none ([`Critic::Unit`], `r ≡ 1`,
+//! reverse-KL only). One AdamW per trained network. Each iteration is a critic step or a
+//! generator step ([`DistillConfig::is_generator_step`]); the loop around it is the driver's.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::DistillError;
+use super::config::{
+    DistillConfig, DsmWeighting, FeatureSource, NoiseSampler, RatioSource, Surrogate,
+};
+use super::driver::{
+    AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grad_norm, grad_norm, load_trained,
+    save_trained,
+};
+use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
+use crate::teacher::{ema_decay, ema_update};
+use fdistill_core::EdmDenoiser;
+use fdistill_core::denoiser::{Denoiser, FeatureDenoiser};
+use fdistill_core::losses::edm::edm_loss_weight_tensor;
+use fdistill_core::losses::{gan_generator_loss, inject_gradient, inner_product_surrogate};
+use fdistill_core::random::standard_normal;
+use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstimator, RatioInput};
+use fdistill_core::update::{TimeBinnedNormaliser, clamp_logits, clip_ratio, dmd_normaliser};
+use fdistill_data::TrainingData;
+use fdistill_divergence::Divergence;
+use fdistill_divergence::weights::{WEIGHT_EPS, normalised_weights};
+
+/// The density-ratio estimator of an f-distill run.
+pub enum Critic<B: AutodiffBackend, C> {
+    /// A discriminator head trained with the logistic loss (`ratio = "discriminator"`).
+    Learned(C),
+    /// A closed-form estimator, not trained (`ratio = "exact"`).
+    Fixed(Box<dyn DensityRatioEstimator<B>>),
+    /// No estimator: `r ≡ 1` (`ratio = "none"`; reverse KL only).
+    Unit,
+}
+
+/// Which step an iteration was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Fake score (and discriminator) update.
+    Critic,
+    /// Generator update and EMA.
+    Generator,
+}
+
+/// Mean, standard deviation, minimum and maximum of a per-sample quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Mean.
+    pub mean: f64,
+    /// Population standard deviation.
+    pub std: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Summary {
+    /// Statistics of `v` (NaN propagates into mean and std).
+    pub fn of(v: &[f64]) -> Summary {
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        Summary {
+            mean,
+            std,
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// Wall time of one iteration by phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Drawing latents, σ, noise and data, and building tensors.
+    pub sample_s: f64,
+    /// Forward passes and losses (including ratio estimation and normalisation).
+    pub forward_s: f64,
+    /// Back-propagation and gradient norms.
+    pub backward_s: f64,
+    /// AdamW updates.
+    pub update_s: f64,
+    /// EMA of the generator (generator steps only).
+    pub ema_s: f64,
+}
+
+/// What one f-distill iteration reports. Absent fields do not apply to the phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FDistillMetrics {
+    /// Critic or generator step.
+    pub phase: Phase,
+    /// Generator: surrogate + λ_GAN · GAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_generator: Option<f64>,
+    /// Generator: the surrogate's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_surrogate: Option<f64>,
+    /// Generator: `mean softplus(−ℓ)` (before λ_GAN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_gan: Option<f64>,
+    /// Critic: the fake score's denoising loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_dsm: Option<f64>,
+    /// Critic: the discriminator's logistic loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_discriminator: Option<f64>,
+    /// Generator: the log ratio ℓ after the logit clamp, before the ratio clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_ratio: Option<Summary>,
+    /// Generator: share of samples whose ratio was clipped to `ratio_clip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_clipped: Option<f64>,
+    /// Generator: the normalised weights `h_i` (mean 1 with stage-2 normalisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Summary>,
+    /// Generator: global gradient norm before clipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_generator: Option<f64>,
+    /// Critic: fake-score gradient norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_fake_score: Option<f64>,
+    /// Critic: discriminator gradient norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm_discriminator: Option<f64>,
+    /// Wall time by phase.
+    pub time: PhaseTimes,
+}
+
+impl FDistillMetrics {
+    fn new(phase: Phase) -> Self {
+        FDistillMetrics {
+            phase,
+            loss_generator: None,
+            loss_surrogate: None,
+            loss_gan: None,
+            loss_dsm: None,
+            loss_discriminator: None,
+            log_ratio: None,
+            ratio_clipped: None,
+            weight: None,
+            grad_norm_generator: None,
+            grad_norm_fake_score: None,
+            grad_norm_discriminator: None,
+            time: PhaseTimes::default(),
+        }
+    }
+}
+
+impl StepMetrics for FDistillMetrics {
+    fn non_finite(&self) -> Option<(String, f64)> {
+        let scalars = [
+            ("generator loss", self.loss_generator),
+            ("surrogate loss", self.loss_surrogate),
+            ("GAN loss", self.loss_gan),
+            ("fake-score DSM loss", self.loss_dsm),
+            ("discriminator loss", self.loss_discriminator),
+            ("f-distill weight h (mean)", self.weight.map(|w| w.mean)),
+            ("generator gradient norm", self.grad_norm_generator),
+            ("fake-score gradient norm", self.grad_norm_fake_score),
+            ("discriminator gradient norm", self.grad_norm_discriminator),
+        ];
+        scalars
+            .into_iter()
+            .find_map(|(name, v)| v.filter(|v| !v.is_finite()).map(|v| (name.to_string(), v)))
+    }
+}
+
+/// The generator objective of one batch (SPEC §4), before back-propagation.
+pub struct GeneratorObjective<B: Backend> {
+    /// Surrogate + λ_GAN · GAN: what is back-propagated.
+    pub loss: Tensor<B, 1>,
+    /// The surrogate's value.
+    pub surrogate: f64,
+    /// The GAN term (before λ_GAN), when there is a discriminator.
+    pub gan: Option<f64>,
+    /// ℓ after the logit clamp.
+    pub log_ratio: Vec<f64>,
+    /// Share of ratios clipped.
+    pub ratio_clipped: f64,
+    /// The normalised weights h_i.
+    pub weights: Vec<f64>,
+}
+
+/// `RUN/checkpoint/fdistill.json`: the method's running state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct MethodState {
+    generator_steps: usize,
+    normaliser: Option<TimeBinnedNormaliser>,
+}
+
+/// The f-distill method. `T` is the teacher (pass it frozen: `net.no_grad()`, or an
+/// [`AnalyticTeacher`](crate::AnalyticTeacher)), `N` the generator / fake-score network
+/// type, `C` the discriminator head type (any type when the critic is not learned).
+pub struct FDistill<B, T, N, C>
+where
+    B: AutodiffBackend,
+    N: AutodiffModule<B>,
+    C: AutodiffModule<B>,
+{
+    config: DistillConfig,
+    divergence: Box<dyn Divergence>,
+    noise: NoiseSampler,
+    teacher: T,
+    data: TrainingData,
+    generator: N,
+    generator_ema: N::InnerModule,
+    fake_score: N,
+    head: Option<C>,
+    fixed_ratio: Option<Box<dyn DensityRatioEstimator<B>>>,
+    opt_generator: AdamWOptimizer<B, N>,
+    opt_fake_score: AdamWOptimizer<B, N>,
+    opt_head: Option<AdamWOptimizer<B, C>>,
+    state: MethodState,
+    dim: usize,
+    /// Classes of labelled data: every network is then called with labels (uniform for
+    /// generated samples, the data's own for real ones).
+    classes: Option<usize>,
+    device: B::Device,
+}
+
+fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .expect("converted to f64")
+}
+
+fn host_tensor<B: Backend, const D: usize>(
+    values: Vec<f64>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, shape).convert::<f32>(), device)
+}
+
+fn label_tensor<B: Backend>(labels: &[u32], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(values, [labels.len()]), device)
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_scalar().elem::<f64>()
+}
+
+impl<B, T, N, C> FDistill<B, T, N, C>
+where
+    B: AutodiffBackend,
+    T: FeatureDenoiser<B>,
+    N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
+    N::InnerModule: Denoiser<B::InnerBackend>,
+    C: AutodiffModule<B> + LearnedRatioEstimator<B>,
+{
+    /// The standard set-up: generator and fake score both start as copies of `student_init`
+    /// (the teacher's network). Validates the config and the pieces before training.
+    pub fn new(
+        config: DistillConfig,
+        teacher: T,
+        student_init: N,
+        critic: Critic<B, C>,
+        data: TrainingData,
+        device: &B::Device,
+    ) -> Result<Self, DistillError> {
+        Self::with_networks(
+            config,
+            teacher,
+            student_init.clone(),
+            student_init,
+            critic,
+            data,
+            device,
+        )
+    }
+
+    /// Like [`new`](Self::new) with explicit generator and fake-score networks.
+    pub fn with_networks(
+        config: DistillConfig,
+        teacher: T,
+        generator: N,
+        fake_score: N,
+        critic: Critic<B, C>,
+        data: TrainingData,
+        device: &B::Device,
+    ) -> Result<Self, DistillError> {
+        let config = config.check()?;
+        let divergence = config.build_divergence()?;
+        let noise = config.noise.sampler()?;
+        let dim = teacher.dim();
+        if generator.dim() != dim || fake_score.dim() != dim || data.dim() != dim {
+            return Err(DistillError::Setup(format!(
+                "dimensions differ: teacher {dim}, generator {}, fake score {}, data {}",
+                generator.dim(),
+                fake_score.dim(),
+                data.dim()
+            )));
+        }
+        let (head, fixed_ratio) = match (config.ratio, critic) {
+            (RatioSource::Discriminator, Critic::Learned(h)) => (Some(h), None),
+            (RatioSource::Exact, Critic::Fixed(e)) => (None, Some(e)),
+            (RatioSource::None, Critic::Unit) => (None, None),
+            (r, _) => {
+                return Err(DistillError::Setup(format!(
+                    "config ratio = \"{}\" but the critic given is another kind; pass Critic::{}",
+                    serde_json::to_value(r)
+                        .expect("serialises")
+                        .as_str()
+                        .unwrap_or("?"),
+                    match r {
+                        RatioSource::Discriminator => "Learned(head)",
+                        RatioSource::Exact => "Fixed(estimator)",
+                        RatioSource::None => "Unit",
+                    }
+                )));
+            }
+        };
+        let normaliser = match config.time_bins {
+            Some(tb) => {
+                let (lo, hi) = noise.range();
+                Some(
+                    TimeBinnedNormaliser::new(lo, hi, tb.bins, tb.beta)
+                        .map_err(DistillError::Config)?,
+                )
+            }
+            None => None,
+        };
+        let classes = data.n_classes();
+        let method = FDistill {
+            opt_generator: adamw::<B, N>(config.weight_decay),
+            opt_fake_score: adamw::<B, N>(config.weight_decay),
+            opt_head: head.as_ref().map(|_| adamw::<B, C>(config.weight_decay)),
+            config,
+            divergence,
+            noise,
+            teacher,
+            data,
+            generator_ema: generator.valid(),
+            generator,
+            fake_score,
+            head,
+            fixed_ratio,
+            state: MethodState {
+                generator_steps: 0,
+                normaliser,
+            },
+            dim,
+            classes,
+            device: device.clone(),
+        };
+        method.check_features()?;
+        Ok(method)
+    }
+
+    /// With a learned head: the configured network must give taps the head accepts.
+    fn check_features(&self) -> Result<(), DistillError> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        let x = Tensor::<B, 2>::zeros([2, self.dim], &self.device);
+        let sigma = Tensor::<B, 1>::ones([2], &self.device);
+        let labels = self
+            .classes
+            .map(|_| label_tensor::<B>(&[0, 0], &self.device));
+        let features = self.features(x.clone(), sigma.clone(), labels.clone());
+        if features.is_empty() {
+            return Err(DistillError::Setup(format!(
+                "feature_source = {:?} but that network has no feature taps (an analytic teacher has none); \
+                 use feature_source = \"fake-score-features\", or ratio = \"exact\"/\"none\"",
+                self.config.feature_source
+            )));
+        }
+        let input = RatioInput {
+            x_noisy: x,
+            sigma,
+            features,
+            labels,
+        };
+        head.check_input(&input)
+            .map_err(|e| DistillError::Setup(format!("discriminator head: {e}")))
+    }
+
+    /// Feature taps of `x` from the configured source (no gradient to any parameter of the
+    /// frozen teacher; the fake score's parameters see gradients only if the caller steps them).
+    fn features(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Vec<FeatureMap<B>> {
+        match self.config.feature_source {
+            FeatureSource::TeacherFeatures => {
+                self.teacher.denoise_with_features(x, sigma, labels).1
+            }
+            FeatureSource::FakeScoreFeatures => {
+                self.fake_score.denoise_with_features(x, sigma, labels).1
+            }
+        }
+    }
+
+    /// Classes of a class-conditional run (from the data's labels), `None` otherwise.
+    pub fn classes(&self) -> Option<usize> {
+        self.classes
+    }
+
+    /// Labels of `n` generated samples, uniform over the classes (none for unlabelled data).
+    fn draw_labels(&self, n: usize, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 1, Int>> {
+        self.classes.map(|k| {
+            let l: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+            label_tensor::<B>(&l, &self.device)
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &DistillConfig {
+        &self.config
+    }
+
+    /// The generator (trained weights).
+    pub fn generator(&self) -> &N {
+        &self.generator
+    }
+
+    /// The EMA of the generator: what sampling uses.
+    pub fn generator_ema(&self) -> &N::InnerModule {
+        &self.generator_ema
+    }
+
+    /// `x0 = G(z) = D_G(σ_init z; σ_init)`.
+    ///
+    /// # Shapes
+    /// - `z`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+    fn generate_train(&self, z: Tensor<B, 2>, labels: Option<Tensor<B, 1, Int>>) -> Tensor<B, 2> {
+        super::one_step_generate(&self.generator, z, self.config.sigma_init, labels)
+    }
+
+    /// The generator objective of SPEC §4 for given latents `z`, noise levels `sigma`, noise
+    /// `eps` and class labels (the step draws them; tests pass their own). Every network sees
+    /// the same labels. Updates the stage-1 bin means.
+    ///
+    /// # Shapes
+    /// - `z`, `eps`: `[batch, dim]`, `sigma`: `batch` values, `labels`: `[batch]`
+    pub fn generator_objective(
+        &mut self,
+        z: Tensor<B, 2>,
+        sigma: &[f64],
+        eps: Tensor<B, 2>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> GeneratorObjective<B> {
+        let [batch, _] = z.dims();
+        let cfg = &self.config;
+        let sig = host_tensor::<B, 1>(sigma.to_vec(), [batch], &self.device); // [batch]
+        // x0 = G(z); x_t = x0 + σ ε
+        let x0 = self.generate_train(z, labels.clone()); // [batch, dim]
+        let x_t = x0.clone() + eps * sig.clone().unsqueeze_dim::<2>(1); // [batch, dim]
+
+        // d_F = sg(D_F(x_t)); (d_T, feats) = D_T(x_t): the GAN gradient reaches x0 via feats
+        let gan_on = self.head.is_some();
+        let (d_t, teacher_feats) =
+            self.teacher
+                .denoise_with_features(x_t.clone(), sig.clone(), labels.clone());
+        let (d_f, fake_feats) = if gan_on && cfg.feature_source == FeatureSource::FakeScoreFeatures
+        {
+            self.fake_score
+                .denoise_with_features(x_t.clone(), sig.clone(), labels.clone())
+        } else {
+            let d = self
+                .fake_score
+                .denoise(x_t.clone().detach(), sig.clone(), labels.clone());
+            (d, Vec::new())
+        };
+        let (d_t, d_f) = (d_t.detach(), d_f.detach());
+
+        // ℓ = C(feats) (kept with its graph for the GAN term); r from sg(ℓ)
+        let features = match cfg.feature_source {
+            FeatureSource::TeacherFeatures => teacher_feats,
+            FeatureSource::FakeScoreFeatures => fake_feats,
+        };
+        let logits = self.head.as_ref().map(|h| {
+            h.log_ratio(&RatioInput {
+                x_noisy: x_t.clone(),
+                sigma: sig.clone(),
+                features,
+                labels: labels.clone(),
+            })
+        }); // [batch]
+        let raw: Vec<f64> = match (&logits, &self.fixed_ratio) {
+            (Some(l), _) => to_host(l.clone().detach()),
+            (None, Some(e)) => {
+                to_host(e.log_ratio(&RatioInput::new(x_t.clone().detach(), sig.clone())))
+            }
+            (None, None) => vec![0.0; batch],
+        };
+
+        // r = clip(exp(clamp(ℓ)), lo, hi); stage 1 (time bins); stage 2 h ← h / mean h
+        let clamped = clamp_logits(&raw, cfg.logit_clamp);
+        let [lo, hi] = cfg.ratio_clip;
+        let clipped = clip_ratio(&clamped, lo, hi);
+        let ratio_clipped =
+            clamped.iter().zip(&clipped).filter(|(a, b)| a != b).count() as f64 / batch as f64;
+        let log_r = match &mut self.state.normaliser {
+            Some(n) => n.update_and_normalise(&clipped, sigma),
+            None => clipped,
+        };
+        let weights = if cfg.normalise_weights {
+            normalised_weights(self.divergence.as_ref(), &log_r, WEIGHT_EPS)
+        } else {
+            log_r
+                .iter()
+                .map(|&l| self.divergence.log_h(l).exp())
+                .collect()
+        };
+
+        // w = 1 / mean|x0 − d_T| (DMD normaliser); g = sg(w · h · (d_F − d_T))
+        let h = host_tensor::<B, 1>(weights.clone(), [batch], &self.device); // [batch]
+        let wh = if cfg.dmd_normaliser {
+            dmd_normaliser(x0.clone(), d_t.clone()) * h
+        } else {
+            h
+        };
+        let g = ((d_f - d_t) * wh.unsqueeze_dim::<2>(1)).detach(); // [batch, dim]
+
+        // L_G = surrogate(x0, g) + λ_GAN · mean softplus(−ℓ)
+        let surrogate = match cfg.surrogate {
+            Surrogate::InjectGradient => inject_gradient(x0, g),
+            Surrogate::InnerProduct => inner_product_surrogate(x0, g),
+        };
+        let surrogate_value = scalar(surrogate.clone());
+        let (loss, gan) = match logits {
+            Some(l) => {
+                let gan = gan_generator_loss(l);
+                let value = scalar(gan.clone());
+                (surrogate + gan.mul_scalar(cfg.lambda_gan), Some(value))
+            }
+            None => (surrogate, None),
+        };
+        GeneratorObjective {
+            loss,
+            surrogate: surrogate_value,
+            gan,
+            log_ratio: clamped,
+            ratio_clipped,
+            weights,
+        }
+    }
+
+    /// Generator step: objective, back-propagation, global-norm clip, AdamW, EMA.
+    fn generator_step(&mut self, rng: &mut ChaCha8Rng, poison: bool) -> FDistillMetrics {
+        let mut m = FDistillMetrics::new(Phase::Generator);
+        let (b, d) = (self.config.batch_size, self.dim);
+        let t = Instant::now();
+        let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
+        let sigma = self.noise.sample(b, rng);
+        let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
+        let labels = self.draw_labels(b, rng);
+        m.time.sample_s = t.elapsed().as_secs_f64();
+
+        // 3. generator update: h(r) times the score difference, plus the GAN term
+        let t = Instant::now();
+        let obj = self.generator_objective(z, &sigma, eps, labels);
+        let loss = if poison {
+            obj.loss.mul_scalar(f64::NAN)
+        } else {
+            obj.loss
+        };
+        let value = scalar(loss.clone());
+        m.loss_generator = Some(value);
+        m.loss_surrogate = Some(obj.surrogate);
+        m.loss_gan = obj.gan;
+        m.log_ratio = Some(Summary::of(&obj.log_ratio));
+        m.ratio_clipped = Some(obj.ratio_clipped);
+        m.weight = Some(Summary::of(&obj.weights));
+        m.time.forward_s = t.elapsed().as_secs_f64();
+        if !value.is_finite() {
+            return m;
+        }
+        let t = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.generator);
+        let (grads, norm) =
+            clip_grad_norm::<B, N>(&self.generator, grads, self.config.grad_clip_generator);
+        m.grad_norm_generator = Some(norm);
+        m.time.backward_s = t.elapsed().as_secs_f64();
+        if !norm.is_finite() {
+            return m;
+        }
+        let t = Instant::now();
+        self.generator =
+            self.opt_generator
+                .step(self.config.lr_generator, self.generator.clone(), grads);
+        m.time.update_s = t.elapsed().as_secs_f64();
+
+        // 4. EMA of the generator
+        let t = Instant::now();
+        self.state.generator_steps += 1;
+        let beta = ema_decay(self.config.ema_beta, self.state.generator_steps);
+        self.generator_ema = ema_update(self.generator_ema.clone(), &self.generator.valid(), beta);
+        m.time.ema_s = t.elapsed().as_secs_f64();
+        m
+    }
+
+    /// Critic step: fake-score DSM on detached generator samples, and the discriminator on
+    /// noisy real (independent σ′, ε′) vs noisy fake samples; one backward, one AdamW each.
+    fn critic_step(&mut self, rng: &mut ChaCha8Rng, poison: bool) -> FDistillMetrics {
+        let mut m = FDistillMetrics::new(Phase::Critic);
+        let (b, d) = (self.config.batch_size, self.dim);
+        let dev = self.device.clone();
+        let t = Instant::now();
+        let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
+        let sigma = host_tensor::<B, 1>(self.noise.sample(b, rng), [b], &dev);
+        let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
+        let labels = self.draw_labels(b, rng);
+        let real = (self.head.is_some()).then(|| {
+            let (x_r, labels_r) = self.data.sample_labelled(b, rng);
+            let x_r = host_tensor::<B, 2>(x_r, [b, d], &dev);
+            let labels_r = labels_r.map(|l| label_tensor::<B>(&l, &dev));
+            let sigma_r = host_tensor::<B, 1>(self.noise.sample(b, rng), [b], &dev);
+            let eps_r = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
+            let real_t = x_r + eps_r * sigma_r.clone().unsqueeze_dim::<2>(1); // [b, d]
+            (real_t, sigma_r, labels_r)
+        });
+        m.time.sample_s = t.elapsed().as_secs_f64();
+
+        // 1. fake-score update on detached generator samples: L_DSM = mean (D_F(x_t) − x0)²
+        let t = Instant::now();
+        let x0 = self.generate_train(z, labels.clone()).detach(); // [b, d]
+        let x_t = x0.clone() + eps * sigma.clone().unsqueeze_dim::<2>(1); // [b, d]
+        let (d_f, fake_score_feats) =
+            self.fake_score
+                .denoise_with_features(x_t.clone(), sigma.clone(), labels.clone());
+        let sq = (d_f - x0).powi_scalar(2); // [b, d]
+        let dsm = match self.config.dsm_weighting {
+            DsmWeighting::Uniform => sq.mean(),
+            DsmWeighting::Edm => {
+                let w = edm_loss_weight_tensor(sigma.clone(), self.fake_score.sigma_data());
+                (sq * w.unsqueeze_dim::<2>(1)).mean()
+            }
+        };
+        m.loss_dsm = Some(scalar(dsm.clone()));
+
+        // 2. ratio-estimator update: softplus(C(fake)) + softplus(−C(real))
+        let mut loss = dsm;
+        if let (Some(head), Some((real_t, sigma_r, labels_r))) = (&self.head, real) {
+            let fake_feats = match self.config.feature_source {
+                FeatureSource::TeacherFeatures => {
+                    self.features(x_t.clone(), sigma.clone(), labels.clone())
+                }
+                FeatureSource::FakeScoreFeatures => fake_score_feats,
+            };
+            let real_feats = self.features(real_t.clone(), sigma_r.clone(), labels_r.clone());
+            let fake_in = RatioInput {
+                x_noisy: x_t,
+                sigma,
+                features: fake_feats,
+                labels,
+            };
+            let real_in = RatioInput {
+                x_noisy: real_t,
+                sigma: sigma_r,
+                features: real_feats,
+                labels: labels_r,
+            };
+            let disc = head.loss(&real_in, &fake_in);
+            m.loss_discriminator = Some(scalar(disc.clone()));
+            loss = loss + disc;
+        }
+        if poison {
+            loss = loss.mul_scalar(f64::NAN);
+            m.loss_dsm = Some(f64::NAN);
+        }
+        m.time.forward_s = t.elapsed().as_secs_f64();
+        if !scalar(loss.clone()).is_finite() {
+            return m;
+        }
+
+        let t = Instant::now();
+        let mut grads = loss.backward();
+        let g_fake = GradientsParams::from_module(&mut grads, &self.fake_score);
+        let norm_fake = grad_norm::<B, N>(&self.fake_score, &g_fake);
+        m.grad_norm_fake_score = Some(norm_fake);
+        let g_head = self.head.as_ref().map(|h| {
+            let g = GradientsParams::from_module(&mut grads, h);
+            m.grad_norm_discriminator = Some(grad_norm::<B, C>(h, &g));
+            g
+        });
+        m.time.backward_s = t.elapsed().as_secs_f64();
+        if m.non_finite().is_some() {
+            return m;
+        }
+        let t = Instant::now();
+        self.fake_score =
+            self.opt_fake_score
+                .step(self.config.lr_fake_score, self.fake_score.clone(), g_fake);
+        if let (Some(head), Some(opt), Some(g)) = (self.head.take(), self.opt_head.as_mut(), g_head)
+        {
+            self.head = Some(opt.step(self.config.lr_discriminator, head, g));
+        }
+        m.time.update_s = t.elapsed().as_secs_f64();
+        m
+    }
+}
+
+const GENERATOR: &str = "generator.safetensors";
+const GENERATOR_EMA: &str = "generator_ema.safetensors";
+const FAKE_SCORE: &str = "fake_score.safetensors";
+const DISCRIMINATOR: &str = "discriminator.safetensors";
+const OPT_GENERATOR: &str = "optim_generator.mpk";
+const OPT_FAKE_SCORE: &str = "optim_fake_score.mpk";
+const OPT_DISCRIMINATOR: &str = "optim_discriminator.mpk";
+const STATE: &str = "fdistill.json";
+
+/// The file of the EMA generator inside a checkpoint directory (what `fdistill sample` loads).
+pub const GENERATOR_EMA_FILE: &str = GENERATOR_EMA;
+
+impl<B, T, N, C> DistillMethod<B> for FDistill<B, T, N, C>
+where
+    B: AutodiffBackend,
+    T: FeatureDenoiser<B>,
+    N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
+    N::InnerModule: Denoiser<B::InnerBackend>,
+    C: AutodiffModule<B> + LearnedRatioEstimator<B>,
+{
+    type Metrics = FDistillMetrics;
+
+    fn name(&self) -> &'static str {
+        "f-distill"
+    }
+
+    fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<FDistillMetrics, DistillError> {
+        let poison = self.config.inject_nan_at_step == Some(step);
+        Ok(if self.config.is_generator_step(step) {
+            self.generator_step(rng, poison)
+        } else {
+            self.critic_step(rng, poison)
+        })
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+        save_trained(
+            &self.generator,
+            &self.opt_generator,
+            dir,
+            (GENERATOR, OPT_GENERATOR),
+        )?;
+        save_module::<B::InnerBackend, _>(&self.generator_ema, &dir.join(GENERATOR_EMA))?;
+        save_trained(
+            &self.fake_score,
+            &self.opt_fake_score,
+            dir,
+            (FAKE_SCORE, OPT_FAKE_SCORE),
+        )?;
+        if let (Some(head), Some(opt)) = (&self.head, &self.opt_head) {
+            save_trained(head, opt, dir, (DISCRIMINATOR, OPT_DISCRIMINATOR))?;
+        }
+        write_json(&dir.join(STATE), &self.state)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), CheckpointError> {
+        let dev = self.device.clone();
+        (self.generator, self.opt_generator) = load_trained(
+            self.generator.clone(),
+            self.opt_generator.clone(),
+            dir,
+            (GENERATOR, OPT_GENERATOR),
+            &dev,
+        )?;
+        self.generator_ema = load_module::<B::InnerBackend, _>(
+            self.generator_ema.clone(),
+            &dir.join(GENERATOR_EMA),
+        )?;
+        (self.fake_score, self.opt_fake_score) = load_trained(
+            self.fake_score.clone(),
+            self.opt_fake_score.clone(),
+            dir,
+            (FAKE_SCORE, OPT_FAKE_SCORE),
+            &dev,
+        )?;
+        if let (Some(head), Some(opt)) = (self.head.take(), self.opt_head.take()) {
+            let (head, opt) =
+                load_trained(head, opt, dir, (DISCRIMINATOR, OPT_DISCRIMINATOR), &dev)?;
+            self.head = Some(head);
+            self.opt_head = Some(opt);
+        }
+        self.state = read_json(&dir.join(STATE))?;
+        Ok(())
+    }
+
+    fn generate(
+        &self,
+        latents: Tensor<B::InnerBackend, 2>,
+        labels: Option<Tensor<B::InnerBackend, 1, Int>>,
+    ) -> Tensor<B::InnerBackend, 2> {
+        super::one_step_generate(&self.generator_ema, latents, self.config.sigma_init, labels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::{Module, Param};
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::Int;
+    use fdistill_core::exact::{AnalyticTeacher, ExactRatio};
+    use fdistill_core::gmm::{self, GaussianMixture};
+    use fdistill_core::update::{LOGIT_CLAMP, dmd_weight};
+    use fdistill_divergence::{ModeBehaviour, register_divergence, sigmoid};
+
+    type A = Autodiff<Flex>;
+
+    /// Jensen–Shannon, registered for these tests only (core does not link the built-ins):
+    /// `f = r log r − (r+1) log((r+1)/2)`, `h = r/(r+1)`, `log h = log σ(ℓ)`.
+    #[derive(Debug, Clone, Copy, Default)]
+    struct TestJs;
+    impl Divergence for TestJs {
+        fn name(&self) -> &'static str {
+            "test-jensen-shannon"
+        }
+        fn summary(&self) -> String {
+            "test-only JS copy".into()
+        }
+        fn h_formula(&self) -> String {
+            "r/(r+1)".into()
+        }
+        fn mode(&self) -> ModeBehaviour {
+            ModeBehaviour::Balanced
+        }
+        fn f(&self, r: f64) -> f64 {
+            r * r.ln() - (r + 1.0) * ((r + 1.0) / 2.0).ln()
+        }
+        fn f_prime(&self, r: f64) -> f64 {
+            r.ln() - ((r + 1.0) / 2.0).ln()
+        }
+        fn f_second(&self, r: f64) -> f64 {
+            1.0 / (r * (r + 1.0))
+        }
+        fn h(&self, r: f64) -> f64 {
+            r / (r + 1.0)
+        }
+        fn log_h(&self, l: f64) -> f64 {
+            fdistill_divergence::log_sigmoid(l)
+        }
+    }
+    register_divergence!(TestJs);
+
+    /// The exact Tweedie denoiser of `N(m, s² I)`: `D(x; σ) = m + s²/(s² + σ²) (x − m)`,
+    /// with learnable `m` and `log s`. As a generator, `x0 = D(σ_init z; σ_init)` is Gaussian
+    /// with mean `(1 − c) m` and std `c σ_init`, `c = s²/(s² + σ_init²)`.
+    #[derive(Module, Debug)]
+    struct GaussDenoiser<B: Backend> {
+        m: Param<Tensor<B, 1>>,
+        log_s: Param<Tensor<B, 1>>,
+    }
+
+    impl<B: Backend> GaussDenoiser<B> {
+        fn new(m: &[f64], s: f64, device: &B::Device) -> Self {
+            let mt = host_tensor::<B, 1>(m.to_vec(), [m.len()], device);
+            GaussDenoiser {
+                m: Param::from_tensor(mt),
+                log_s: Param::from_tensor(host_tensor::<B, 1>(vec![s.ln()], [1], device)),
+            }
+        }
+    }
+
+    impl<B: Backend> Denoiser<B> for GaussDenoiser<B> {
+        fn dim(&self) -> usize {
+            self.m.dims()[0]
+        }
+        fn denoise(
+            &self,
+            x: Tensor<B, 2>,
+            sigma: Tensor<B, 1>,
+            _labels: Option<Tensor<B, 1, Int>>,
+        ) -> Tensor<B, 2> {
+            let s2 = self.log_s.val().mul_scalar(2.0).exp(); // [1]
+            let c = s2.clone().unsqueeze_dim::<2>(0)
+                / (sigma.powi_scalar(2).unsqueeze_dim::<2>(1) + s2.unsqueeze_dim::<2>(0)); // [b, 1]
+            let m = self.m.val().unsqueeze_dim::<2>(0); // [1, d]
+            m.clone() + (x - m) * c
+        }
+    }
+
+    impl<B: Backend> FeatureDenoiser<B> for GaussDenoiser<B> {
+        fn denoise_with_features(
+            &self,
+            x: Tensor<B, 2>,
+            sigma: Tensor<B, 1>,
+            labels: Option<Tensor<B, 1, Int>>,
+        ) -> (Tensor<B, 2>, Vec<FeatureMap<B>>) {
+            (
+                self.denoise(x.clone(), sigma, labels),
+                vec![FeatureMap::Flat(x)],
+            )
+        }
+    }
+
+    impl<B: Backend> EdmDenoiser<B> for GaussDenoiser<B> {
+        fn sigma_data(&self) -> f64 {
+            1.0
+        }
+    }
+
+    /// A linear head on the flat tap (only to fill the type parameter and to test the
+    /// learned path).
+    #[derive(Module, Debug)]
+    struct LinearHead<B: Backend> {
+        lin: Linear<B>,
+    }
+
+    impl<B: Backend> DensityRatioEstimator<B> for LinearHead<B> {
+        fn name(&self) -> &str {
+            "linear"
+        }
+        fn log_ratio(&self, input: &RatioInput<B>) -> Tensor<B, 1> {
+            let FeatureMap::Flat(f) = &input.features[0] else {
+                unreachable!("flat taps only")
+            };
+            self.lin.forward(f.clone()).squeeze_dim::<1>(1)
+        }
+    }
+
+    impl<B: AutodiffBackend> LearnedRatioEstimator<B> for LinearHead<B> {
+        fn loss(&self, real: &RatioInput<B>, fake: &RatioInput<B>) -> Tensor<B, 1> {
+            fdistill_core::losses::discriminator_loss(self.log_ratio(fake), self.log_ratio(real))
+        }
+    }
+
+    fn p() -> GaussianMixture {
+        GaussianMixture::isotropic(
+            vec![0.3, 0.7],
+            vec![vec![-2.0, 1.0], vec![1.5, -0.5]],
+            vec![0.4, 0.6],
+        )
+        .unwrap()
+    }
+
+    type ExactMethod = FDistill<A, AnalyticTeacher, GaussDenoiser<A>, LinearHead<A>>;
+
+    const SIGMA_INIT: f64 = 80.0;
+    const M_G: [f64; 2] = [0.4, -0.3];
+
+    /// Generator scale s with c σ_init = 1.1 (student std 1.1), c = s²/(s² + σ_init²).
+    fn generator_scale() -> (f64, f64) {
+        let std = 1.1;
+        let c = std / SIGMA_INIT;
+        ((c * SIGMA_INIT * SIGMA_INIT / (1.0 - c)).sqrt(), c)
+    }
+
+    fn exact_setup(divergence: &str) -> (ExactMethod, GaussianMixture, f64) {
+        let device = Default::default();
+        let (s, c) = generator_scale();
+        let q_mean: Vec<f64> = M_G.iter().map(|m| (1.0 - c) * m).collect();
+        let q = GaussianMixture::isotropic(vec![1.0], vec![q_mean.clone()], vec![c * SIGMA_INIT])
+            .unwrap();
+        let config = DistillConfig {
+            divergence: divergence.into(),
+            batch_size: 6,
+            sigma_init: SIGMA_INIT,
+            ..DistillConfig::toy_exact()
+        };
+        let method = FDistill::with_networks(
+            config,
+            AnalyticTeacher::new(p()),
+            GaussDenoiser::new(&M_G, s, &device),
+            GaussDenoiser::new(&q_mean, c * SIGMA_INIT, &device),
+            Critic::Fixed(Box::new(ExactRatio {
+                p: p(),
+                q: q.clone(),
+            })),
+            TrainingData::Mixture(p()),
+            &device,
+        )
+        .unwrap();
+        (method, q, c)
+    }
+
+    /// SPEC §4 by hand in f64 with the closed forms of the testbed: the gradient of the
+    /// generator objective w.r.t. the generator's mean parameter is
+    /// `(1 − c) Σ_i w_i h̃_i (d_F − d_T)_i / (B d)` with `h̃` the clamped, clipped, normalised
+    /// JS weights of the exact log ratio and `w_i` the DMD normaliser.
+    #[test]
+    fn generator_gradient_equals_the_spec_formula_on_the_exact_testbed() {
+        let (mut method, q, c) = exact_setup("test-jensen-shannon");
+        let device = Default::default();
+        let (b, d) = (6usize, 2usize);
+        let z: Vec<f64> = vec![
+            0.3, -1.2, 1.5, 0.2, -0.7, 0.9, 0.0, -2.0, 1.1, 1.1, -0.4, 0.6,
+        ];
+        let eps: Vec<f64> = vec![
+            -0.5, 0.8, 0.1, -1.3, 0.9, 0.4, -1.0, 0.3, 0.2, -0.2, 1.7, -0.6,
+        ];
+        let sigma = [0.05, 0.3, 0.8, 1.5, 3.0, 0.6];
+        let obj = method.generator_objective(
+            host_tensor::<A, 2>(z.clone(), [b, d], &device),
+            &sigma,
+            host_tensor::<A, 2>(eps.clone(), [b, d], &device),
+            None,
+        );
+        let grads = obj.loss.backward();
+        let got: Vec<f64> = to_host(method.generator().m.val().grad(&grads).unwrap());
+
+        // Independent host computation.
+        let js = TestJs;
+        let mut rows = Vec::new();
+        let mut log_r = Vec::new();
+        for i in 0..b {
+            let x0: Vec<f64> = (0..d)
+                .map(|j| (1.0 - c) * M_G[j] + c * SIGMA_INIT * z[i * d + j])
+                .collect();
+            let xt: Vec<f64> = (0..d).map(|j| x0[j] + sigma[i] * eps[i * d + j]).collect();
+            let dt = p().denoise(&xt, sigma[i]);
+            let df = q.denoise(&xt, sigma[i]);
+            let l = gmm::log_ratio(&p(), &q, &xt, sigma[i]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP);
+            log_r.push(l.clamp(0.1f64.ln(), 20f64.ln()));
+            rows.push((x0, dt, df));
+        }
+        let h = normalised_weights(&js, &log_r, WEIGHT_EPS);
+        let mut expect = [0.0; 2];
+        let mut half_mean_g2 = 0.0;
+        for (i, (x0, dt, df)) in rows.iter().enumerate() {
+            let w = dmd_weight(x0, dt);
+            for j in 0..d {
+                let g = w * h[i] * (df[j] - dt[j]);
+                expect[j] += (1.0 - c) * g / (b * d) as f64;
+                half_mean_g2 += 0.5 * g * g / (b * d) as f64;
+            }
+        }
+        for j in 0..d {
+            assert!(
+                (got[j] - expect[j]).abs() < 2e-3 * expect[j].abs().max(1e-3),
+                "∂L/∂m_{j}: {} vs {}",
+                got[j],
+                expect[j]
+            );
+        }
+        assert!((obj.surrogate - half_mean_g2).abs() < 2e-3 * half_mean_g2);
+        // The weights are not all 1, so h(r) mattered in this test.
+        assert!(h.iter().any(|w| (w - 1.0).abs() > 0.05), "{h:?}");
+        assert!((h.iter().sum::<f64>() / b as f64 - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_critic_that_does_not_match_the_config_is_rejected() {
+        let device = Default::default();
+        let (s, _) = generator_scale();
+        let net = GaussDenoiser::<A>::new(&M_G, s, &device);
+        let e = FDistill::<A, _, _, LinearHead<A>>::new(
+            DistillConfig {
+                divergence: "test-jensen-shannon".into(),
+                ..DistillConfig::toy_exact()
+            },
+            AnalyticTeacher::new(p()),
+            net.clone(),
+            Critic::Unit,
+            TrainingData::Mixture(p()),
+            &device,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("Critic::Fixed"), "{e}");
+        // Teacher features from an analytic teacher: no taps, refused before training.
+        let e = FDistill::<A, _, _, LinearHead<A>>::new(
+            DistillConfig {
+                divergence: "test-jensen-shannon".into(),
+                ..DistillConfig::toy()
+            },
+            AnalyticTeacher::new(p()),
+            net,
+            Critic::Learned(LinearHead {
+                lin: LinearConfig::new(2, 1).init(&device),
+            }),
+            TrainingData::Mixture(p()),
+            &device,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("no feature taps"), "{e}");
+        // Unknown divergence: the registry's list of names.
+        let e = DistillConfig {
+            divergence: "no-such-divergence".into(),
+            ..DistillConfig::toy()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("unknown divergence `no-such-divergence`")
+                && e.contains("test-jensen-shannon"),
+            "{e}"
+        );
+    }
+
+    /// The learned path runs: fake-score features from a Gaussian "network", a linear head,
+    /// critic and generator steps with finite metrics, and the stats reported per phase.
+    #[test]
+    fn learned_critic_steps_run_and_report_their_phase() {
+        let device = Default::default();
+        let (s, _) = generator_scale();
+        let mut method = FDistill::<A, _, _, _>::new(
+            DistillConfig {
+                divergence: "test-jensen-shannon".into(),
+                feature_source: FeatureSource::FakeScoreFeatures,
+                batch_size: 16,
+                sigma_init: SIGMA_INIT,
+                ..DistillConfig::toy()
+            },
+            AnalyticTeacher::new(p()),
+            GaussDenoiser::<A>::new(&M_G, s, &device),
+            Critic::Learned(LinearHead {
+                lin: LinearConfig::new(2, 1).init(&device),
+            }),
+            TrainingData::Mixture(p()),
+            &device,
+        )
+        .unwrap();
+        let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let m1 = method.step(1, &mut rng).unwrap();
+        assert_eq!(m1.phase, Phase::Critic);
+        assert!(m1.loss_dsm.is_some() && m1.loss_discriminator.is_some());
+        assert!(m1.grad_norm_discriminator.unwrap() > 0.0);
+        assert!(m1.non_finite().is_none());
+        method.step(2, &mut rng).unwrap();
+        let m3 = method.step(3, &mut rng).unwrap();
+        assert_eq!(m3.phase, Phase::Generator);
+        assert!(m3.loss_gan.is_some() && m3.weight.is_some());
+        assert!(m3.grad_norm_generator.unwrap() > 0.0);
+        assert!(m3.non_finite().is_none(), "{m3:?}");
+    }
+
+    fn learned_method(
+        steps: usize,
+        nan_at: Option<usize>,
+    ) -> FDistill<A, AnalyticTeacher, GaussDenoiser<A>, LinearHead<A>> {
+        let device = Default::default();
+        let (s, _) = generator_scale();
+        let head = LinearHead {
+            lin: LinearConfig::new(2, 1)
+                .with_initializer(burn::nn::Initializer::Constant { value: 0.05 })
+                .init(&device),
+        };
+        FDistill::new(
+            DistillConfig {
+                divergence: "test-jensen-shannon".into(),
+                feature_source: FeatureSource::FakeScoreFeatures,
+                batch_size: 16,
+                sigma_init: SIGMA_INIT,
+                time_bins: Some(super::super::config::TimeBins { bins: 4, beta: 0.5 }),
+                lr_generator: 1e-2,
+                inject_nan_at_step: nan_at,
+                driver: super::super::DriverConfig {
+                    steps,
+                    checkpoint_every: 6,
+                    log_every: 1,
+                    seed: 3,
+                },
+                ..DistillConfig::toy()
+            },
+            AnalyticTeacher::new(p()),
+            GaussDenoiser::<A>::new(&M_G, s, &device),
+            Critic::Learned(head),
+            TrainingData::Mixture(p()),
+            &device,
+        )
+        .unwrap()
+    }
+
+    fn run(
+        method: &mut FDistill<A, AnalyticTeacher, GaussDenoiser<A>, LinearHead<A>>,
+        dir: &Path,
+        resume: bool,
+    ) -> Result<super::super::driver::DriverSummary, DistillError> {
+        let run = crate::checkpoint::RunDir::create(dir).unwrap();
+        let config = method.config().driver.clone();
+        super::super::run_distillation(method, &config, &run, resume, |_| Ok(()))
+    }
+
+    /// metrics.jsonl without the wall-clock times.
+    fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("time");
+                v
+            })
+            .collect()
+    }
+
+    /// 12 steps in one go vs 6 steps, then a fresh process-like restart resumed to 12: the
+    /// same metrics, line for line (networks, optimiser moments, time-bin means, EMA, RNG).
+    #[test]
+    fn resume_is_exact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        run(&mut learned_method(12, None), &a, false).unwrap();
+        run(&mut learned_method(6, None), &b, false).unwrap();
+        let e = run(&mut learned_method(12, None), &b, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--resume"), "{e}");
+        let summary = run(&mut learned_method(12, None), &b, true).unwrap();
+        assert_eq!((summary.first_step, summary.last_step), (7, 12));
+        let (ma, mb) = (metrics_without_time(&a), metrics_without_time(&b));
+        assert_eq!(ma.len(), 12);
+        assert_eq!(ma, mb);
+        // The run changed the generator, so equality is not trivial.
+        assert_ne!(ma[2]["loss_generator"], ma[11]["loss_generator"]);
+    }
+
+    /// An injected NaN at step 8 (a critic step) stops training with the step and quantity;
+    /// the checkpoint of step 6 is intact and loadable, and nothing of step 8 was logged.
+    #[test]
+    fn injected_fault_stops_and_keeps_the_last_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        let e = run(&mut learned_method(12, Some(8)), &dir, false).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, DistillError::NonFinite { step: 8, quantity, .. } if quantity == "fake-score DSM loss"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("at step 8") && msg.contains("(step 6) is intact"),
+            "{msg}"
+        );
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("checkpoint/driver.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(state["step"], 6);
+        let mut fresh = learned_method(12, None);
+        fresh.load(&dir.join("checkpoint")).unwrap();
+        assert_eq!(metrics_without_time(&dir).len(), 7);
+        // Resuming without the fault finishes the run.
+        let s = run(&mut learned_method(12, None), &dir, true).unwrap();
+        assert_eq!(s.last_step, 12);
+    }
+
+    #[test]
+    fn non_finite_reports_the_first_bad_quantity() {
+        let mut m = FDistillMetrics::new(Phase::Critic);
+        m.loss_dsm = Some(1.0);
+        m.grad_norm_fake_score = Some(f64::INFINITY);
+        assert_eq!(
+            m.non_finite(),
+            Some(("fake-score gradient norm".to_string(), f64::INFINITY))
+        );
+        m.grad_norm_fake_score = Some(2.0);
+        assert_eq!(m.non_finite(), None);
+        let _ = sigmoid(0.0);
+    }
+}
