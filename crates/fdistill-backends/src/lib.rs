@@ -31,6 +31,8 @@
 //! assert_eq!(dispatch(&spec, SumOnes).unwrap(), 3.0);
 //! ```
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -79,7 +79,7 @@ pub fn karras_sigmas(
 
 /// One draw from EDM's training noise distribution, `ln σ ~ N(P_mean, P_std²)`:
 ///
-/// $$ \sigma = \exp(P_\text{mean} + P_\text{std}\, \xi), \quad \xi \sim \mathcal N(0, 1). $$
+/// $$ \sigma = \exp(P_\text{mean} + P_\text{std}\\, \xi), \quad \xi \sim \mathcal N(0, 1). $$
 pub fn sample_training_sigma<R: Rng + ?Sized>(p_mean: f64, p_std: f64, rng: &mut R) -> f64 {
     let xi: f64 = StandardNormal.sample(rng);
     (p_mean + p_std * xi).exp()

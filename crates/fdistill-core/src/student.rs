@@ -10,7 +10,7 @@
 //! `∂x_{0,j}/∂μ_{k,j} = 1` and `∂x_{0,j}/∂λ_{k,j} = e^{λ_{k,j}} z_j` (zero for other components).
 //! Because `π` does not depend on θ, the reparametrisation gradient is exact and
 //!
-//! $$ \widehat{\nabla_\theta D_f} = -\frac1N \sum_i h(r(x_{t,i}))\,
+//! $$ \widehat{\nabla_\theta D_f} = -\frac1N \sum_i h(r(x_{t,i}))\\,
 //!    \big(s_p - s_q\big)(x_{t,i})^\top \partial_\theta x_{t,i} $$
 //!
 //! is an unbiased estimate of `∇_θ D_f(p_σ‖q_σ)` when `r`, `s_p`, `s_q` are exact.

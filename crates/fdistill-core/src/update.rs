@@ -6,7 +6,7 @@
 //! 3. [`TimeBinnedNormaliser`] (optional, stage 1): `r ← r / (b_k + 1e−6)` per σ-bin;
 //! 4. stage 2: [`fdistill_divergence::weights::normalise_log_weights`], `h_i ← h_i / (mean h + 1e−6)`;
 //! 5. [`dmd_normaliser`]: `w_i = 1 / (mean |x0_i − D_T(x_t,i)| + 1e−6)`;
-//! 6. [`crate::losses::inject_gradient`] with `g = sg(w · h · (d_F − d_T))`.
+//! 6. [`crate::losses::inject_gradient()`] with `g = sg(w · h · (d_F − d_T))`.
 //!
 //! Per-sample quantities of length `batch` are host `f64` slices; [`dmd_normaliser`] works on
 //! tensors. Non-finite inputs are propagated, never replaced: the trainer counts them.
@@ -38,7 +38,7 @@ pub fn clip_ratio(log_r: &[f64], lo: f64, hi: f64) -> Vec<f64> {
 /// Stage-1 time-binned ratio normalisation (SPEC §3). `[σ_min, σ_max]` is split into
 /// `bins` equal-width bins; for every bin `k` that holds samples of the batch,
 ///
-/// $$ b_k \leftarrow \beta\, b_k + (1-\beta)\, \mathrm{mean}(r \mid \text{bin } k),\qquad
+/// $$ b_k \leftarrow \beta\\, b_k + (1-\beta)\\, \mathrm{mean}(r \mid \text{bin } k),\qquad
 ///    r \leftarrow \frac{r}{b_k + 10^{-6}}, $$
 ///
 /// since `E_q[r] = 1` at every σ. `b` starts at 1. The struct is the running state: it

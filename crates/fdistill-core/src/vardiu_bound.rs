@@ -4,14 +4,14 @@
 //! For `x_t = G_θ(z) + σε`, an amortised posterior `q_φ(z | x_t, σ)` and the noisy data
 //! density `p_σ`,
 //!
-//! $$ U(\theta, \phi) = \mathbb E_{\sigma, z, \varepsilon}\, w(\sigma)\big[-\log q_\phi(z \mid x_t,
-//!    \sigma) - \log p_\sigma(x_t)\big] + \text{const} \;\ge\; \mathbb E_\sigma\, w(\sigma)\,
-//!    \mathrm{KL}(q_\sigma \,\|\, p_\sigma). $$
+//! $$ U(\theta, \phi) = \mathbb E_{\sigma, z, \varepsilon}\\, w(\sigma)\big[-\log q_\phi(z \mid x_t,
+//!    \sigma) - \log p_\sigma(x_t)\big] + \text{const} \\;\ge\\; \mathbb E_\sigma\\, w(\sigma)\\,
+//!    \mathrm{KL}(q_\sigma \\,\\|\\, p_\sigma). $$
 //!
 //! (The constant is `E[log q(x_t | z) + log p(z)]`, independent of θ and φ.) One loss, one
 //! backward: θ gets `(−∇_x log q_φ − s_p)ᵀ ∂x_t/∂θ`, φ gets `−∇_φ log q_φ` (maximising
 //! `E log q_φ` tightens the bound). The teacher only provides a score `s_p`, so the
-//! `−log p_σ` term enters through the gradient-injection surrogate ([`inject_gradient`]).
+//! `−log p_σ` term enters through the gradient-injection surrogate ([`inject_gradient()`]).
 //!
 //! The pieces, each a named function: [`vardiu_sigma`] and [`PowSchedule`] (noise levels),
 //! [`vardiu_weight`] (the weight w(σ)), [`antithetic_pairs`], [`vardiu_loss`].
@@ -34,7 +34,7 @@ pub trait LatentPosterior<B: Backend> {
 
 /// VarDiU's noise level from a uniform draw `u ∈ [0, 1)`:
 ///
-/// $$ \sigma = \sigma_{\min} + u^{\,\text{pow}}\,(\sigma_{\max} - \sigma_{\min}). $$
+/// $$ \sigma = \sigma_{\min} + u^{\\,\text{pow}}\\,(\sigma_{\max} - \sigma_{\min}). $$
 ///
 /// `pow < 1` pushes σ towards σ_max (pow = 0.1 gives a median σ of `σ_min + 0.5^{0.1} Δ ≈
 /// σ_min + 0.93 Δ`); pow = 1 is uniform.
@@ -45,7 +45,7 @@ pub fn vardiu_sigma(u: f64, pow: f64, sigma_min: f64, sigma_max: f64) -> f64 {
 /// The annealing of `pow` in [`vardiu_sigma`]: linear from `start` (VarDiU: 0.1, mostly large
 /// σ) to `end` over `steps` generator steps, then constant,
 ///
-/// $$ \text{pow}(t) = \text{start} + \min(1, t/\text{steps})\,(\text{end} - \text{start}). $$
+/// $$ \text{pow}(t) = \text{start} + \min(1, t/\text{steps})\\,(\text{end} - \text{start}). $$
 ///
 /// The reference code anneals pow upward from 0.1; the shape (linear) and the end point are
 /// our choice, exposed here.
@@ -158,11 +158,11 @@ pub struct VarDiuLoss<B: Backend> {
 /// The VarDiU surrogate loss for one batch:
 ///
 /// $$ L = \frac1B\sum_b w_b\big(-\log q_\phi(z_b \mid x_{t,b}, \sigma_b)\big) +
-///    \texttt{inject\_gradient}\big(x_t,\ -d\, w \odot \mathrm{sg}(s_p(x_t))\big),
+///    \texttt{inject\\_gradient}\big(x_t,\ -d\\, w \odot \mathrm{sg}(s_p(x_t))\big),
 ///    \qquad x_t = x_0 + \sigma\varepsilon, $$
 ///
 /// with `s_p = (D_T(x_t, σ) − x_t)/σ²` from the (frozen) teacher and `d = dim_x`. Since
-/// [`inject_gradient`] has gradient `g / (B d)`, the gradient in `x_t` of row b is
+/// [`inject_gradient()`] has gradient `g / (B d)`, the gradient in `x_t` of row b is
 /// `(w_b/B)(−∇_x log q_φ − s_p)`, so back-propagation gives θ the VarDiU gradient
 /// `(1/B) Σ_b w_b (−∇_x log q_φ − s_p)ᵀ ∂x_t/∂θ` and φ the gradient of
 /// `−(1/B) Σ_b w_b log q_φ`: one backward for both networks. The loss *value* is not U

@@ -6,6 +6,19 @@
 //!
 //! Loaders never panic on bad input: every [`DataError`] names the file and, where it
 //! applies, the line and field.
+//!
+//! ```
+//! use fdistill_data::DataSource;
+//! use rand::SeedableRng;
+//!
+//! // A name, a path (`points.csv`, `x.npy`) or an image set, resolved the same way.
+//! let data = DataSource::parse("ring8-unbalanced").resolve().unwrap();
+//! assert_eq!(data.dim(), 2);
+//! let batch = data.sample(16, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)); // [16, 2], row-major
+//! assert_eq!(batch.len(), 32);
+//! ```
+
+#![warn(missing_docs)]
 
 mod data;
 pub mod idx;

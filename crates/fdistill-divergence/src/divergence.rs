@@ -2,13 +2,13 @@
 //!
 //! An f-divergence between the teacher's noisy marginal `p_σ` and the student's `q_σ` is
 //!
-//! $$ D_f(p\,\|\,q) = \int q(x)\, f\!\left(\frac{p(x)}{q(x)}\right) \mathrm{d}x,
+//! $$ D_f(p\\,\\|\\,q) = \int q(x)\\, f\\!\left(\frac{p(x)}{q(x)}\right) \mathrm{d}x,
 //!    \qquad f \text{ convex},\ f(1) = 0. $$
 //!
 //! Its gradient with respect to the generator's parameters is a weighted score difference
 //! (SPEC §1):
 //!
-//! $$ \nabla_\theta D_f = -\,\mathbb{E}\big[\, h(r)\,(s_p - s_q)^\top \partial_\theta x_t \big],
+//! $$ \nabla_\theta D_f = -\\,\mathbb{E}\big[\\, h(r)\\,(s_p - s_q)^\top \partial_\theta x_t \big],
 //!    \qquad h(r) = r^2 f''(r),\quad r = p_\sigma / q_\sigma . $$
 //!
 //! The trait is plain `f64` math so it is object-safe, backend-free and easy to implement:

@@ -34,7 +34,7 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
 /// Batch-normalised weights from per-sample log-weights `log h_i`:
 ///
 /// $$ w_i = \frac{h_i}{\tfrac1B \sum_j h_j + \varepsilon}
-///        = \exp\!\Big(\log h_i - \log\big(\mathrm{LME}(\log h) \oplus \log\varepsilon\big)\Big) $$
+///        = \exp\\!\Big(\log h_i - \log\big(\mathrm{LME}(\log h) \oplus \log\varepsilon\big)\Big) $$
 ///
 /// where LME is the log-mean-exp and ⊕ the log-add-exp. With `eps = 0` the weights average
 /// exactly to 1; each weight is at most `B`, so the result is finite whenever the inputs are.

@@ -2,7 +2,7 @@
 //!
 //! $$ f_\alpha(r) = \frac{r^\alpha - \alpha r - (1-\alpha)}{\alpha(\alpha-1)},\quad
 //!    f_\alpha''(r) = r^{\alpha-2},\quad h(r) = r^\alpha,\quad \log h(\ell) = \alpha\ell,
-//!    \qquad \alpha \notin \{0, 1\}. $$
+//!    \qquad \alpha \notin \\{0, 1\\}. $$
 //!
 //! α → 0 recovers reverse KL and α → 1 forward KL (use `reverse-kl` / `forward-kl` for those
 //! limits: the formula above is 0/0 there). α = ½ is four times the squared Hellinger distance,

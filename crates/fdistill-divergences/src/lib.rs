@@ -2,6 +2,16 @@
 //!
 //! The built-in f-divergences, one file each, registered through the same `inventory` path
 //! a plugin uses (SPEC §1.1). Resolve them by name with [`fdistill_divergence::registry::resolve`].
+//!
+//! ```
+//! fdistill_divergences::link(); // make sure the registrations are linked
+//! let js = fdistill_divergence::registry::resolve("jensen-shannon").unwrap();
+//! assert!((js.h(1.0) - 0.5).abs() < 1e-12); // h(r) = r/(r+1)
+//! let a = fdistill_divergence::registry::resolve("alpha:0.5").unwrap(); // a family member
+//! assert!((a.h(4.0) - 2.0).abs() < 1e-12); // h(r) = r^α
+//! ```
+
+#![warn(missing_docs)]
 
 mod alpha;
 mod forward_kl;

@@ -28,8 +28,8 @@ fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
 
 /// The multi-bandwidth RBF kernel of [`mmd2`]:
 ///
-/// $$ k(x, y) = \sum_{h \in H} \exp\!\Big(-\frac{\lVert x - y\rVert^2}{2h^2}\Big),
-///    \quad H = \{0.25, 0.5, 1, 2, 4\}. $$
+/// $$ k(x, y) = \sum_{h \in H} \exp\\!\Big(-\frac{\lVert x - y\rVert^2}{2h^2}\Big),
+///    \quad H = \\{0.25, 0.5, 1, 2, 4\\}. $$
 pub fn rbf_kernel(sq_distance: f64) -> f64 {
     MMD_BANDWIDTHS
         .iter()
@@ -65,7 +65,7 @@ fn check_sets(x: &[f64], y: &[f64], dim: usize) {
 /// Biased (V-statistic) squared maximum mean discrepancy with the fixed kernel [`rbf_kernel`]:
 ///
 /// $$ \widehat{\mathrm{MMD}}^2 = \tfrac{1}{n^2}\sum_{i,i'} k(x_i, x_{i'})
-///    + \tfrac{1}{m^2}\sum_{j,j'} k(y_j, y_{j'}) - \tfrac{2}{nm}\sum_{i,j} k(x_i, y_j) \;\ge 0. $$
+///    + \tfrac{1}{m^2}\sum_{j,j'} k(y_j, y_{j'}) - \tfrac{2}{nm}\sum_{i,j} k(x_i, y_j) \\;\ge 0. $$
 ///
 /// Its expectation exceeds the population MMD² by
 /// `(k(0) − E k(x, x'))/n + (k(0) − E k(y, y'))/m` (the floor). `O(n m)` time.

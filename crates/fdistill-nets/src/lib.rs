@@ -3,6 +3,21 @@
 //! Networks of fdistill: EDM preconditioning, the MLP and UNet denoisers, the MLP and
 //! convolutional discriminator heads, the VarDiU Gaussian posterior, and the Fashion-MNIST
 //! classifier used as the image metric network.
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use burn::tensor::Tensor;
+//! use fdistill_core::Denoiser;
+//! use fdistill_nets::MlpDenoiserConfig;
+//!
+//! let device = Default::default();
+//! let net = MlpDenoiserConfig::new(2, 0.5).init::<Flex>(&device); // EDM-preconditioned MLP
+//! let x = Tensor::<Flex, 2>::zeros([8, 2], &device);              // [batch, dim]
+//! let sigma = Tensor::<Flex, 1>::ones([8], &device);              // [batch]
+//! assert_eq!(net.denoise(x, sigma, None).dims(), [8, 2]);
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod classifier;
 pub mod conv_disc;

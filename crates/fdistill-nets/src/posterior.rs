@@ -112,9 +112,9 @@ const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
 /// The diagonal Gaussian log density, summed over coordinates:
 ///
-/// $$ \log \mathcal N(z; \mu, \mathrm{diag}\, s^2) = \sum_j \Big[-\tfrac12
+/// $$ \log \mathcal N(z; \mu, \mathrm{diag}\\, s^2) = \sum_j \Big[-\tfrac12
 ///    \Big(\frac{z_j - \mu_j}{s_j}\Big)^2 - \log s_j - \tfrac12 \log 2\pi\Big],
-///    \qquad \log s = \texttt{log\_std}. $$
+///    \qquad \log s = \texttt{log\\_std}. $$
 ///
 /// # Shapes
 /// - `z`, `mean`, `log_std`: `[batch, dim]`; returns `[batch]`

@@ -1,6 +1,25 @@
 //! PNG figures with `plotters`: 2-D scatter over a density heat map, 1-D histogram over a
 //! density curve, and line charts. The text font (DejaVu Sans, Bitstream Vera licence, see
 //! `assets/LICENSE-DejaVu.txt`) is compiled in, so figures render the same on every machine.
+//!
+//! ```
+//! use fdistill_plot::{Scatter, scatter_png};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("points.png");
+//! let points = [[0.0, 0.0], [1.0, 1.0], [-1.0, 0.5]];
+//! let density = |x: f64, y: f64| -(x * x + y * y) / 2.0; // drawn as a heat map behind
+//! scatter_png(&path, &Scatter {
+//!     title: "three points",
+//!     points: &points,
+//!     log_density: Some(&density),
+//!     x_range: (-2.0, 2.0),
+//!     y_range: (-2.0, 2.0),
+//! }).unwrap();
+//! assert!(std::fs::metadata(&path).unwrap().len() > 0);
+//! ```
+
+#![warn(missing_docs)]
 
 use std::path::Path;
 use std::sync::Once;

@@ -9,6 +9,20 @@
 //! - [`checkpoint`]: run directories and atomic checkpoints.
 //!
 //! See `SPEC.md` §2–§5, §7.
+//!
+//! ```
+//! use fdistill_train::distill::DistillConfig;
+//!
+//! fdistill_divergences::link(); // the divergences a config may name
+//! // Presets are named constructors; `check` validates once, before any tensor exists.
+//! let config = DistillConfig::toy().check().unwrap();
+//! assert_eq!((config.divergence.as_str(), config.critic_steps), ("jensen-shannon", 2));
+//! let bad = DistillConfig { divergence: "no-such-divergence".into(), ..DistillConfig::toy() };
+//! let message = bad.check().unwrap_err().to_string();
+//! assert!(message.contains("jensen-shannon"), "the error lists the known names: {message}");
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod distill;

@@ -2,7 +2,7 @@
 //!
 //! **Where this lives.** `fdistill-train` does not depend on `fdistill-nets`, so the trainer
 //! cannot name a concrete network. It is generic over any autodiff module implementing [`EdmDenoiser`]
-//! (a [`Denoiser`] that knows its σ_data); the MLP of `fdistill-nets` is one. The network's
+//! (a [`Denoiser`](fdistill_core::Denoiser) that knows its σ_data); the MLP of `fdistill-nets` is one. The network's
 //! own configuration (and σ_data) therefore lives with the network, and [`TeacherConfig`]
 //! holds only the optimisation settings.
 //!
@@ -210,7 +210,7 @@ impl<B: Backend> ModuleMapper<B> for EmaBlend<B> {
 }
 
 /// One EMA update of `ema` towards `current` (same module type):
-/// $$ \theta_\text{ema} \leftarrow \beta\,\theta_\text{ema} + (1 - \beta)\,\theta. $$
+/// $$ \theta_\text{ema} \leftarrow \beta\\,\theta_\text{ema} + (1 - \beta)\\,\theta. $$
 pub fn ema_update<B: Backend, M: Module<B>>(ema: M, current: &M, beta: f64) -> M {
     let mut flat = Flatten(Vec::new());
     current.visit(&mut flat);

@@ -14,6 +14,8 @@
 //! `h` rises like `8r²` for small `r`, peaks at `r = 2`, and decays like `8/r` for large `r`:
 //! it ignores both regions the student has not found and regions it over-covers.
 
+#![warn(missing_docs)]
+
 use fdistill_divergence::{Divergence, ModeBehaviour, register_divergence, softplus};
 
 /// Triangular discrimination, `f(r) = (r−1)²/(r+1)`.

@@ -1,6 +1,6 @@
 //! The EDM denoising loss (Karras et al. 2022, eq. 2 and Table 1; SPEC §5).
 //!
-//! $$ \mathcal L = \mathbb E_{\sigma, y, n}\Big[\lambda(\sigma)\,
+//! $$ \mathcal L = \mathbb E_{\sigma, y, n}\Big[\lambda(\sigma)\\,
 //!    \big\lVert D(y + \sigma n;\ \sigma) - y \big\rVert^2\Big],\qquad
 //!    \lambda(\sigma) = \frac{\sigma^2 + \sigma_d^2}{(\sigma \sigma_d)^2}, $$
 //!

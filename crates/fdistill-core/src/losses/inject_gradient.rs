@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 
 /// Gradient injection: a scalar whose gradient with respect to `x` is `g / numel`,
 ///
-/// $$ L(x) = \tfrac12\, \mathrm{mean}\big((x - \mathrm{sg}(x - g))^2\big),\qquad
+/// $$ L(x) = \tfrac12\\, \mathrm{mean}\big((x - \mathrm{sg}(x - g))^2\big),\qquad
 ///    \nabla_x L = \frac{x - (x - g)}{\mathrm{numel}} = \frac{g}{\mathrm{numel}}, $$
 ///
 /// where `sg` is the stop-gradient. Its value is `½ mean(g²)`. The trainer builds `g`

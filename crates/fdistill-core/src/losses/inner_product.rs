@@ -5,10 +5,10 @@ use burn::tensor::backend::Backend;
 
 /// Inner-product surrogate `⟨x, sg(g)⟩`, averaged over every element:
 ///
-/// $$ L(x) = \frac{1}{\mathrm{numel}} \sum_{i,j} x_{ij}\, \mathrm{sg}(g)_{ij},\qquad
+/// $$ L(x) = \frac{1}{\mathrm{numel}} \sum_{i,j} x_{ij}\\, \mathrm{sg}(g)_{ij},\qquad
 ///    \nabla_x L = \frac{g}{\mathrm{numel}}. $$
 ///
-/// Same gradient as [`inject_gradient`](super::inject_gradient); the value differs (it is
+/// Same gradient as [`inject_gradient()`](super::inject_gradient()); the value differs (it is
 /// linear in `x`, so its value tracks the generator's output, not `‖g‖²`). Diff-Instruct
 /// uses it with `g = d_F − d_T` and no normaliser.
 ///

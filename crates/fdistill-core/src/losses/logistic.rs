@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 
 /// Element-wise softplus in its overflow-free form,
 ///
-/// $$ \operatorname{softplus}(x) = \log(1 + e^x) = \max(x, 0) + \log\!\big(1 + e^{-|x|}\big), $$
+/// $$ \operatorname{softplus}(x) = \log(1 + e^x) = \max(x, 0) + \log\\!\big(1 + e^{-|x|}\big), $$
 ///
 /// finite for every finite `x` (burn's `activation::softplus` exponentiates `x` directly and
 /// overflows to ∞ for `x ≳ 89` in f32).

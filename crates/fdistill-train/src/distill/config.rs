@@ -41,7 +41,7 @@ pub enum FeatureSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Surrogate {
-    /// `½ mean((x0 − sg(x0 − g))²)` ([`fdistill_core::losses::inject_gradient`]), f-distill/DMD2.
+    /// `½ mean((x0 − sg(x0 − g))²)` ([`fdistill_core::losses::inject_gradient()`]), f-distill/DMD2.
     InjectGradient,
     /// `mean(x0 · sg(g))` ([`fdistill_core::losses::inner_product_surrogate`]), Diff-Instruct.
     InnerProduct,

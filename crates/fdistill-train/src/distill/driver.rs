@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -342,6 +342,22 @@ where
     })
 }
 
+/// Sets every float parameter of `module` to take gradients.
+///
+/// Parameters keep a `require_grad` flag; weights that went through an inner-backend module
+/// (an EMA copy, `AutodiffModule::from_inner`) come back without it, and an optimiser then
+/// silently leaves them as they are. Methods call this on each network they train.
+pub fn trainable<B: AutodiffBackend, M: AutodiffModule<B>>(module: M) -> M {
+    struct RequireGrad;
+    impl<B: Backend> ModuleMapper<B> for RequireGrad {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            Param::from_mapped_value(id, tensor.set_require_grad(true), mapper)
+        }
+    }
+    module.map(&mut RequireGrad)
+}
+
 /// The AdamW optimiser of one network.
 pub type AdamWOptimizer<B, M> = OptimizerAdaptor<AdamW, M, B>;
 
@@ -530,4 +546,44 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         scale,
     });
     (grads, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::teacher::ema_update;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::{Linear, LinearConfig};
+
+    type B = Autodiff<Flex>;
+
+    /// How many float parameters of `module` take gradients, and how many there are.
+    fn requiring_grad<M: Module<B>>(module: &M) -> (usize, usize) {
+        struct Count(usize, usize);
+        impl ModuleVisitor<B> for Count {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.0 += usize::from(param.val().is_require_grad());
+                self.1 += 1;
+            }
+        }
+        let mut c = Count(0, 0);
+        module.visit(&mut c);
+        (c.0, c.1)
+    }
+
+    /// Weights that went through an EMA copy come back frozen; `trainable` thaws them (the
+    /// bug this guards against: a generator built from EMA weights that never trained).
+    #[test]
+    fn trainable_restores_gradients_lost_through_an_ema_copy() {
+        let device = Default::default();
+        let net: Linear<B> = LinearConfig::new(3, 2).init(&device);
+        let ema = ema_update(net.valid(), &net.valid(), 0.5);
+        let thawed_copy = Linear::<B>::from_inner(ema);
+        assert_eq!(
+            requiring_grad(&thawed_copy),
+            (0, 2),
+            "the EMA copy is frozen"
+        );
+        assert_eq!(requiring_grad(&trainable(thawed_copy)), (2, 2));
+    }
 }

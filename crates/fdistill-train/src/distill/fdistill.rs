@@ -24,7 +24,7 @@ use super::config::{
 };
 use super::driver::{
     AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grad_norm, grad_norm, load_trained,
-    save_trained,
+    save_trained, trainable,
 };
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
 use crate::teacher::{ema_decay, ema_update};
@@ -207,7 +207,7 @@ struct MethodState {
 }
 
 /// The f-distill method. `T` is the teacher (pass it frozen: `net.no_grad()`, or an
-/// [`AnalyticTeacher`](crate::AnalyticTeacher)), `N` the generator / fake-score network
+/// [`AnalyticTeacher`](fdistill_core::AnalyticTeacher)), `N` the generator / fake-score network
 /// type, `C` the discriminator head type (any type when the critic is not learned).
 pub struct FDistill<B, T, N, C>
 where
@@ -341,6 +341,11 @@ where
             None => None,
         };
         let classes = data.n_classes();
+        // Every trained network's parameters take gradients, whatever the caller built them
+        // from (a module made with `from_inner` of EMA weights would otherwise not train).
+        let generator = trainable::<B, N>(generator);
+        let fake_score = trainable::<B, N>(fake_score);
+        let head = head.map(trainable::<B, C>);
         let method = FDistill {
             opt_generator: adamw::<B, N>(config.weight_decay),
             opt_fake_score: adamw::<B, N>(config.weight_decay),

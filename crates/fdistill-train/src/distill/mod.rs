@@ -1,8 +1,8 @@
 //! Distillation: the loop infrastructure ([`driver`]) shared by every method, and the
 //! methods: f-distill ([`fdistill`], configured by [`config`]) and VarDiU ([`vardiu`]).
 //!
-//! A method implements [`DistillMethod`](driver::DistillMethod) (one iteration, save/load,
-//! one-step generation); [`run_distillation`](driver::run_distillation) owns the step count,
+//! A method implements [`DistillMethod`] (one iteration, save/load,
+//! one-step generation); [`run_distillation`] owns the step count,
 //! RNG, checkpoints, exact resume, the non-finite check and `metrics.jsonl`.
 
 use burn::tensor::backend::Backend;
@@ -26,7 +26,7 @@ pub use vardiu::{VarDiU, VarDiuConfig, VarDiuMetrics};
 /// The one-step generator of SPEC §4: the teacher-initialised denoiser evaluated at the
 /// largest noise level on pure noise,
 ///
-/// $$ x_0 = G(z) = D_G(\sigma_\text{init}\, z;\ \sigma_\text{init}),\qquad z \sim \mathcal N(0, I). $$
+/// $$ x_0 = G(z) = D_G(\sigma_\text{init}\\, z;\ \sigma_\text{init}),\qquad z \sim \mathcal N(0, I). $$
 ///
 /// A class-conditional generator takes one label per latent (`None` for an unconditional one).
 ///

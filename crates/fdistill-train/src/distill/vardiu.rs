@@ -2,7 +2,7 @@
 //! [`fdistill_core::vardiu_bound`], one loss, one backward, the generator's and the posterior's AdamW both
 //! step. The loop around it is the driver's ([`run_distillation`](super::run_distillation)).
 //!
-//! Networks: the frozen teacher `D_T` (an [`AnalyticTeacher`](crate::AnalyticTeacher) or a
+//! Networks: the frozen teacher `D_T` (an [`AnalyticTeacher`](fdistill_core::AnalyticTeacher) or a
 //! trained network passed as `net.no_grad()`), the generator `G` (`x0 = D_G(σ_init z;
 //! σ_init)`, the same generator role as f-distill's, initialised from the teacher's network)
 //! and the amortised posterior `q_φ(z | x_t, σ)` (random initialisation). No fake score, no

@@ -1,0 +1,5 @@
+//! `cargo run --release -p custom-method`
+
+fn main() {
+    print!("{}", custom_method::run(0));
+}

@@ -1,0 +1,5 @@
+//! `cargo run --release -p custom-ratio-estimator`
+
+fn main() {
+    print!("{}", custom_ratio_estimator::run(0));
+}
