@@ -73,7 +73,7 @@ mod flex {
 
     /// `[a, b, rest…]` → `[b, a, rest…]`, contiguous, by whole `rest` rows.
     pub(super) fn swap01(t: &FlexTensor) -> FlexTensor {
-        let shape = t.shape().dims.clone();
+        let shape = t.shape().to_vec();
         let (a, b) = (shape[0], shape[1]);
         let row: usize = shape[2..].iter().product();
         let contiguous;
@@ -99,7 +99,7 @@ mod flex {
 
     /// `Σ_{b, p} g[b, o, p]` for every channel `o`.
     pub(super) fn channel_sums(g: &FlexTensor) -> FlexTensor {
-        let shape = g.shape().dims.clone();
+        let shape = g.shape().to_vec();
         let (b, c) = (shape[0], shape[1]);
         let row: usize = shape[2..].iter().product();
         let contiguous;
@@ -136,7 +136,7 @@ mod flex {
             ConvOptions::new(options.dilation, options.padding, options.stride, 1),
         ); // [c_in, c_out, k', k']
         let mut w = swap01(&swapped);
-        if w.shape().dims[..] != weight_shape[..] {
+        if w.shape().to_vec()[..] != weight_shape[..] {
             let t = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(w));
             let ranges: Vec<Slice> = weight_shape.iter().map(|&n| Slice::from(0..n)).collect();
             w = t.slice(ranges.as_slice()).into_primitive().tensor();
@@ -165,7 +165,7 @@ mod flex {
                 grads.register::<Flex>(node.id, channel_sums(&grad));
             }
             if let Some(node) = pw {
-                let shape = weight.shape().dims.clone();
+                let shape = weight.shape().to_vec();
                 grads.register::<Flex>(node.id, weight_grad(&x, &grad, &shape, &options));
             }
             if let Some(node) = px {
