@@ -129,6 +129,38 @@ impl FromStr for DeviceSpec {
     }
 }
 
+/// `--threads N` errors.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ThreadsError {
+    /// `N = 0`.
+    #[error("--threads must be ≥ 1 (got 0); omit it to use one thread per core")]
+    Zero,
+    /// The pool was already built (threads can be set once per process).
+    #[error(
+        "the CPU thread pool is already running with {0} threads; set --threads before any tensor work"
+    )]
+    AlreadySet(usize),
+}
+
+/// Sizes the CPU thread pool to `n` threads: the rayon pool that burn-flex's element-wise
+/// kernels, reductions, convolutions and GEMM share. Call once, before any tensor work.
+/// Without it the pool follows `RAYON_NUM_THREADS`, else one thread per core. GPU backends
+/// ignore it.
+pub fn set_cpu_threads(n: usize) -> Result<(), ThreadsError> {
+    if n == 0 {
+        return Err(ThreadsError::Zero);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|_| ThreadsError::AlreadySet(rayon::current_num_threads()))
+}
+
+/// Threads of the CPU pool (`--threads`, else `RAYON_NUM_THREADS`, else the core count).
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// Work generic over the autodiff backend; [`dispatch`] monomorphises it.
 pub trait BackendTask {
     /// What the work returns.
@@ -196,6 +228,12 @@ mod tests {
         fn run<B: AutodiffBackend>(self, device: B::Device) -> usize {
             burn::tensor::Tensor::<B, 2>::zeros([2, 3], &device).dims()[1]
         }
+    }
+
+    #[test]
+    fn zero_threads_is_refused_with_the_fix() {
+        let e = set_cpu_threads(0).unwrap_err().to_string();
+        assert!(e.contains("≥ 1") && e.contains("omit it"), "{e}");
     }
 
     #[test]

@@ -124,3 +124,13 @@ fn alpha_limits_point_to_the_named_divergences() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["label"], "alpha:0.5");
 }
+
+#[test]
+fn threads_flag_is_accepted_and_zero_is_refused_with_the_fix() {
+    let out = fdistill(&["--threads", "1", "divergences", "--json"]);
+    assert!(out.status.success());
+    let out = fdistill(&["divergences", "--threads", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--threads must be ≥ 1"), "{err}");
+}

@@ -25,15 +25,16 @@
 //! `r` are the trainer's job (SPEC §2), not the head's.
 
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, silu};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstimator, RatioInput};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ops::{GroupNorm, GroupNormConfig, conv2d};
 use crate::unet::{TapShape, group_count};
 
 /// Side at which the halving stops (SPEC §2: "down to 8×8").
@@ -145,7 +146,7 @@ impl<B: Backend> ConvNormAct<B> {
     /// # Shapes
     /// - `x`: `[b, c_in, h, w]`; returns `[b, c_out, h', w']`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        silu(self.norm.forward(self.conv.forward(x)))
+        self.norm.forward_silu(conv2d(&self.conv, x))
     }
 }
 
@@ -182,7 +183,7 @@ impl<B: Backend> ConvHead<B> {
         }
         let h = self.last.forward(h); // [b, W, s, s]
         let [b, _, _, _] = h.dims();
-        self.out.forward(h).reshape([b]) // [b, 1, 1, 1] → [b]
+        conv2d(&self.out, h).reshape([b]) // [b, 1, 1, 1] → [b]
     }
 }
 

@@ -29,6 +29,7 @@ mod fdistill_images_tests;
 pub(crate) mod grad_check;
 pub mod mlp;
 pub mod mlp_disc;
+pub mod ops;
 pub mod posterior;
 pub mod unet;
 

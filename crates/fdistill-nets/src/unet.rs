@@ -31,8 +31,8 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Initializer,
-    Linear, LinearConfig, PaddingConfig2d,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
 };
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
@@ -46,6 +46,7 @@ use thiserror::Error;
 use crate::edm::edm_scalings_tensor;
 use crate::embedding::check_embedding_period;
 use crate::embedding::sinusoidal_embedding;
+use crate::ops::{GroupNorm, GroupNormConfig, conv2d};
 
 /// An invalid UNet configuration.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -401,14 +402,14 @@ impl<B: Backend> SelfAttention<B> {
     /// - `x`: `[b, c, h, w]`; returns `[b, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let qkv = self.qkv.forward(self.norm.forward(x.clone())); // [b, 3c, h, w]
+        let qkv = conv2d(&self.qkv, self.norm.forward(x.clone())); // [b, 3c, h, w]
         let qkv = qkv.reshape([b, 3, c, h * w]); // [b, 3, c, hw]
         let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([b, c, h * w]); // [b, c, hw]
         let (q, k, v) = (part(0), part(1), part(2));
         let logits = q.swap_dims(1, 2).matmul(k).div_scalar((c as f64).sqrt()); // [b, hw, hw]
         let weights = softmax(logits, 2); // [b, hw (query), hw (key)]
         let out = v.matmul(weights.swap_dims(1, 2)); // [b, c, hw]
-        let out = self.proj.forward(out.reshape([b, c, h, w])); // [b, c, h, w]
+        let out = conv2d(&self.proj, out.reshape([b, c, h, w])); // [b, c, h, w]
         (x + out).mul_scalar(SKIP_SCALE)
     }
 }
@@ -444,15 +445,16 @@ impl<B: Backend> ResBlock<B> {
     /// # Shapes
     /// - `x`: `[b, cin, h, w]`, `emb`: `[b, emb]`; returns `[b, cout, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>, emb: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv0.forward(silu(self.norm0.forward(x.clone()))); // [b, cout, h, w]
-        let [b, cout, _, _] = h.dims();
-        let params = self.affine.forward(emb).reshape([b, 2 * cout, 1, 1]); // [b, 2 cout, 1, 1]
-        let scale = params.clone().narrow(1, 0, cout); // [b, cout, 1, 1]
-        let shift = params.narrow(1, cout, cout); // [b, cout, 1, 1]
-        let h = silu(self.norm1.forward(h) * scale.add_scalar(1.0) + shift);
-        let h = self.conv1.forward(self.dropout.forward(h)); // [b, cout, h, w]
+        let h = conv2d(&self.conv0, self.norm0.forward_silu(x.clone())); // [b, cout, h, w]
+        let [_, cout, _, _] = h.dims();
+        let params = self.affine.forward(emb); // [b, 2 cout]
+        let scale = params.clone().narrow(1, 0, cout); // [b, cout]
+        let shift = params.narrow(1, cout, cout); // [b, cout]
+        // silu(GN(h) · (1 + scale) + shift), one fused op (crate::ops::group_norm)
+        let h = self.norm1.forward_modulated_silu(h, scale, shift);
+        let h = conv2d(&self.conv1, self.dropout.forward(h)); // [b, cout, h, w]
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         let out = (h + skip).mul_scalar(SKIP_SCALE);
@@ -536,7 +538,7 @@ impl<B: Backend> UNet<B> {
         labels: Option<Tensor<B, 1, Int>>,
     ) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
         let emb = self.embedding(c_noise, labels);
-        let mut h = self.conv_in.forward(x_in); // [b, mc, r, r]
+        let mut h = conv2d(&self.conv_in, x_in); // [b, mc, r, r]
         let mut skips = vec![h.clone()];
         let mut taps = Vec::with_capacity(self.encoder.len());
         for level in &self.encoder {
@@ -546,7 +548,7 @@ impl<B: Backend> UNet<B> {
             }
             taps.push(h.clone()); // end of the level: [b, mc·mult_l, r_l, r_l]
             if let Some(down) = &level.down {
-                h = down.forward(h); // [b, C, r_l / 2, r_l / 2]
+                h = conv2d(down, h); // [b, C, r_l / 2, r_l / 2]
                 skips.push(h.clone());
             }
         }
@@ -561,10 +563,10 @@ impl<B: Backend> UNet<B> {
                 h = block.forward(Tensor::cat(vec![h, skip], 1), emb.clone()); // [b, C', r_l, r_l]
             }
             if let Some(up) = &level.up {
-                h = up.forward(upsample_nearest2(h)); // [b, C, 2 r_l, 2 r_l]
+                h = conv2d(up, upsample_nearest2(h)); // [b, C, 2 r_l, 2 r_l]
             }
         }
-        let f = self.conv_out.forward(silu(self.norm_out.forward(h))); // [b, c, r, r]
+        let f = conv2d(&self.conv_out, self.norm_out.forward_silu(h)); // [b, c, r, r]
         (f, taps)
     }
 

@@ -19,6 +19,9 @@ pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// CPU threads for tensor work (the flex backend); default: RAYON_NUM_THREADS, else one per core.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,6 +92,9 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    if let Some(n) = cli.threads {
+        fdistill::backends::set_cpu_threads(n).map_err(|e| CliError::Usage(e.to_string()))?;
+    }
     match cli.command {
         Command::Divergences(args) => divergences::run(args),
         Command::Teacher(args) => teacher::run(args),

@@ -488,16 +488,14 @@ pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// Sums `‖g‖²` over a module's parameters.
 struct SquaredNorm<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    total: f64,
-    _b: std::marker::PhantomData<B>,
+    /// `Σ g²` of each parameter, on the device: read back once, not once per parameter.
+    sums: Vec<Tensor<B::InnerBackend, 1>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s: f64 =
-                burn::tensor::ElementConversion::elem(g.powi_scalar(2).sum().into_scalar());
-            self.total += s;
+            self.sums.push(g.powi_scalar(2).sum());
         }
     }
 }
@@ -509,11 +507,15 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 ) -> f64 {
     let mut v = SquaredNorm::<B> {
         grads,
-        total: 0.0,
-        _b: std::marker::PhantomData,
+        sums: Vec::new(),
     };
     module.visit(&mut v);
-    v.total.sqrt()
+    if v.sums.is_empty() {
+        return 0.0;
+    }
+    let total: f64 =
+        burn::tensor::ElementConversion::elem(Tensor::cat(v.sums, 0).sum().into_scalar());
+    total.sqrt()
 }
 
 /// Rescales every gradient by `c = min(1, max_norm / ‖g‖)` (global-norm clipping, as

@@ -1,0 +1,850 @@
+//! GroupNorm fused with the per-sample scale/shift and the SiLU that follow it in every
+//! DDPM++ / ADM block, with a hand-written backward on the CPU backend.
+//!
+//! $$ \hat x_{bcp} = \frac{x_{bcp} - \mu_{bg}}{\sqrt{\sigma^2_{bg} + \varepsilon}},\qquad
+//!    z_{bcp} = \hat x_{bcp}\,\gamma_c (1 + s_{bc}) + \beta_c (1 + s_{bc}) + t_{bc},\qquad
+//!    y = \operatorname{silu}(z)\ \text{or}\ z, $$
+//!
+//! with `μ`, `σ²` the mean and (biased) variance over the channels of group `g ∋ c` and all
+//! pixels `p` of sample `b`. Without modulation `s = t = 0`: plain affine GroupNorm, the
+//! value of `burn::nn::GroupNorm`.
+//!
+//! **Backward** (per sample `b` and group `g` of `n = (C/G)·HW` elements), with
+//! `a_{bc} = γ_c (1 + s_{bc})`, `δ = ∂L/∂z` (`= ∂L/∂y · silu'(z)` with the activation),
+//! `S¹_{bc} = Σ_p δ_{bcp}` and `S²_{bc} = Σ_p δ_{bcp} \hat x_{bcp}`:
+//!
+//! $$ \frac{\partial L}{\partial x_{bcp}} = r_{bg}\Big(a_{bc}\,\delta_{bcp}
+//!    - \tfrac1n \textstyle\sum_{c' \in g} a_{bc'} S^1_{bc'}
+//!    - \hat x_{bcp}\,\tfrac1n \sum_{c' \in g} a_{bc'} S^2_{bc'}\Big),\qquad r = (\sigma^2 + \varepsilon)^{-1/2}, $$
+//!
+//! $$ \partial_{\gamma_c} L = \textstyle\sum_b (1 + s_{bc}) S^2_{bc},\quad
+//!    \partial_{\beta_c} L = \sum_b (1 + s_{bc}) S^1_{bc},\quad
+//!    \partial_{s_{bc}} L = \gamma_c S^2_{bc} + \beta_c S^1_{bc},\quad
+//!    \partial_{t_{bc}} L = S^1_{bc}. $$
+//!
+//! **Why.** Written with burn's tensor ops, GroupNorm, the `· (1 + s) + t` of the residual
+//! blocks and their gradients are a dozen full passes over the activations, several of them
+//! broadcasts whose gradients reduce over non-contiguous axes (burn-flex's slow strided path);
+//! this op is two passes forward and two backward. On `Autodiff<Flex>` and `Flex` it runs the
+//! kernels below (rayon-parallel over the batch); on every other backend (CUDA, wgpu, candle)
+//! it is the plain tensor-op formula, [`group_norm_reference`]. The backend is recognised at
+//! run time by its type, so no trait bound leaks into the networks' signatures.
+//!
+//! Parameter names and shapes are those of `burn::nn::GroupNorm` (`gamma`, `beta`, `[C]`), so
+//! checkpoints written with either load into the other.
+
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+
+/// Configuration of [`GroupNorm`] (ε = 10⁻⁵ as burn's and PyTorch's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupNormConfig {
+    /// Number of groups `G` (divides the channels).
+    pub num_groups: usize,
+    /// Channels `C`.
+    pub num_channels: usize,
+    /// ε added to the variance.
+    pub epsilon: f64,
+}
+
+impl GroupNormConfig {
+    /// `G` groups over `C` channels, ε = 10⁻⁵.
+    pub fn new(num_groups: usize, num_channels: usize) -> Self {
+        GroupNormConfig {
+            num_groups,
+            num_channels,
+            epsilon: 1e-5,
+        }
+    }
+
+    /// `γ = 1`, `β = 0`.
+    ///
+    /// # Panics
+    /// If `G` is 0 or does not divide `C` (the networks check their configs first).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> GroupNorm<B> {
+        assert!(
+            self.num_groups > 0 && self.num_channels.is_multiple_of(self.num_groups),
+            "GroupNorm: {} groups do not divide {} channels",
+            self.num_groups,
+            self.num_channels
+        );
+        GroupNorm {
+            gamma: Initializer::Ones.init([self.num_channels], device),
+            beta: Initializer::Zeros.init([self.num_channels], device),
+            num_groups: self.num_groups,
+            num_channels: self.num_channels,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+/// Affine GroupNorm with fused modulation and activation (module docs); parameters `gamma`,
+/// `beta` as `burn::nn::GroupNorm`.
+#[derive(Module, Debug)]
+pub struct GroupNorm<B: Backend> {
+    /// Scale `γ`, `[C]`.
+    pub gamma: Param<Tensor<B, 1>>,
+    /// Shift `β`, `[C]`.
+    pub beta: Param<Tensor<B, 1>>,
+    /// Groups `G`.
+    pub num_groups: usize,
+    /// Channels `C`.
+    pub num_channels: usize,
+    /// ε.
+    pub epsilon: f64,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    fn run(
+        &self,
+        x: Tensor<B, 4>,
+        modulation: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+        act: bool,
+    ) -> Tensor<B, 4> {
+        let [_, c, _, _] = x.dims();
+        assert_eq!(
+            c, self.num_channels,
+            "GroupNorm built for {} channels got {c}",
+            self.num_channels
+        );
+        group_norm(
+            x,
+            self.gamma.val(),
+            self.beta.val(),
+            self.num_groups,
+            self.epsilon,
+            modulation,
+            act,
+        )
+    }
+
+    /// `GN(x)`.
+    ///
+    /// # Shapes
+    /// - `x`: `[b, C, h, w]`; returns `[b, C, h, w]`
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.run(x, None, false)
+    }
+
+    /// `silu(GN(x))`.
+    ///
+    /// # Shapes
+    /// - `x`: `[b, C, h, w]`; returns `[b, C, h, w]`
+    pub fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.run(x, None, true)
+    }
+
+    /// `silu(GN(x) · (1 + scale) + shift)`, scale and shift per sample and channel.
+    ///
+    /// # Shapes
+    /// - `x`: `[b, C, h, w]`, `scale`, `shift`: `[b, C]`; returns `[b, C, h, w]`
+    pub fn forward_modulated_silu(
+        &self,
+        x: Tensor<B, 4>,
+        scale: Tensor<B, 2>,
+        shift: Tensor<B, 2>,
+    ) -> Tensor<B, 4> {
+        self.run(x, Some((scale, shift)), true)
+    }
+}
+
+/// The op of the module docs on any backend: the CPU kernels on `Flex` / `Autodiff<Flex>`,
+/// [`group_norm_reference`] elsewhere.
+///
+/// # Shapes
+/// - `x`: `[b, C, h, w]`, `gamma`, `beta`: `[C]`, `modulation` (scale, shift): `[b, C]` each
+/// - returns `[b, C, h, w]`
+pub fn group_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    groups: usize,
+    epsilon: f64,
+    modulation: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    act: bool,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::{Autodiff, Flex};
+        use std::any::TypeId;
+        if TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>() {
+            let out = flex::autodiff_group_norm(
+                super::same(x),
+                super::same(gamma),
+                super::same(beta),
+                groups,
+                epsilon,
+                modulation.map(|(s, t)| (super::same(s), super::same(t))),
+                act,
+            );
+            return super::same(out);
+        }
+        if TypeId::of::<B>() == TypeId::of::<Flex>() {
+            let out = flex::inner_group_norm(
+                super::same(x),
+                super::same(gamma),
+                super::same(beta),
+                groups,
+                epsilon,
+                modulation.map(|(s, t)| (super::same(s), super::same(t))),
+                act,
+            );
+            return super::same(out);
+        }
+    }
+    group_norm_reference(x, gamma, beta, groups, epsilon, modulation, act)
+}
+
+/// The same function in burn's tensor ops: `burn::nn::GroupNorm`'s formula, then
+/// `· (1 + s) + t`, then SiLU. What GPU backends run and what the kernels are tested against.
+///
+/// # Shapes
+/// - as [`group_norm`]
+pub fn group_norm_reference<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    groups: usize,
+    epsilon: f64,
+    modulation: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    act: bool,
+) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let n = (c / groups) * h * w;
+    let xg = x.reshape([b, groups, n]); // [b, G, n]
+    let mean = xg.clone().sum_dim(2).div_scalar(n as f64); // [b, G, 1]
+    let xc = xg.sub(mean); // [b, G, n]
+    let var = xc.clone().square().sum_dim(2).div_scalar(n as f64); // [b, G, 1]
+    let xhat = xc.div(var.add_scalar(epsilon).sqrt()).reshape([b, c, h, w]); // [b, C, h, w]
+    let mut z = xhat * gamma.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1]);
+    if let Some((s, t)) = modulation {
+        z = z * s.reshape([b, c, 1, 1]).add_scalar(1.0) + t.reshape([b, c, 1, 1]);
+    }
+    if act { silu(z) } else { z }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The kernels on burn-flex tensors and their autodiff node.
+
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+    use rayon::prelude::*;
+
+    type Ad = Autodiff<Flex>;
+
+    /// Sizes of one call.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Dims {
+        pub b: usize,
+        pub c: usize,
+        pub hw: usize,
+        pub groups: usize,
+    }
+
+    impl Dims {
+        fn per_group(&self) -> usize {
+            self.c / self.groups
+        }
+    }
+
+    /// Contiguous f32 values of a flex tensor (copied only if it is a strided view).
+    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(
+                t.to_contiguous()
+                    .as_slice::<f32>()
+                    .expect("contiguous")
+                    .to_vec(),
+            ),
+        }
+    }
+
+    fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    /// `1 + s` and `t` per (sample, channel), or `1` and `0`.
+    fn modulation(m: Option<(&[f32], &[f32])>, i: usize) -> (f32, f32) {
+        match m {
+            Some((s, t)) => (1.0 + s[i], t[i]),
+            None => (1.0, 0.0),
+        }
+    }
+
+    fn silu(z: f32) -> f32 {
+        z / (1.0 + (-z).exp())
+    }
+
+    /// Forward: `(y, mean, rstd)`, the statistics `[b·G]`.
+    pub(super) fn forward(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        m: Option<(&[f32], &[f32])>,
+        d: Dims,
+        epsilon: f64,
+        act: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (cg, hw) = (d.per_group(), d.hw);
+        let n = cg * hw;
+        let mut y = vec![0.0f32; x.len()];
+        let mut stats = vec![(0.0f32, 0.0f32); d.b * d.groups];
+        y.par_chunks_mut(d.c * hw)
+            .zip(stats.par_chunks_mut(d.groups))
+            .enumerate()
+            .for_each(|(bi, (yb, sb))| {
+                for g in 0..d.groups {
+                    let off = bi * d.c * hw + g * n;
+                    let xs = &x[off..off + n];
+                    let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+                    let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+                    let rstd = 1.0 / (var + epsilon).sqrt();
+                    sb[g] = (mean as f32, rstd as f32);
+                    for ci in 0..cg {
+                        let ch = g * cg + ci;
+                        let (s1, t) = modulation(m, bi * d.c + ch);
+                        let a = gamma[ch] * s1;
+                        let coef = a * rstd as f32;
+                        let shift = beta[ch] * s1 + t - mean as f32 * coef;
+                        let xs = &xs[ci * hw..(ci + 1) * hw];
+                        let ys = &mut yb[ch * hw..(ch + 1) * hw];
+                        for (yv, &xv) in ys.iter_mut().zip(xs) {
+                            *yv = xv * coef + shift;
+                        }
+                        if act {
+                            for yv in ys.iter_mut() {
+                                *yv = silu(*yv);
+                            }
+                        }
+                    }
+                }
+            });
+        let (mean, rstd) = stats.into_iter().unzip();
+        (y, mean, rstd)
+    }
+
+    /// Gradients `(dx, dγ, dβ, ds, dt)` (module docs); `ds`, `dt` are `[b·C]`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        x: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        m: Option<(&[f32], &[f32])>,
+        d: Dims,
+        act: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (cg, hw, c) = (d.per_group(), d.hw, d.c);
+        let n = cg * hw;
+        let mut dx = vec![0.0f32; x.len()];
+        // per (sample, channel): S¹ and S²
+        let mut sums = vec![(0.0f64, 0.0f64); d.b * c];
+        dx.par_chunks_mut(c * hw)
+            .zip(sums.par_chunks_mut(c))
+            .enumerate()
+            .for_each(|(bi, (dxb, sb))| {
+                for g in 0..d.groups {
+                    let (mu, r) = (mean[bi * d.groups + g], rstd[bi * d.groups + g]);
+                    let (mut m1, mut m2) = (0.0f64, 0.0f64);
+                    // pass 1: δ (stored in dx), S¹, S², and the group sums Σ a S¹, Σ a S²
+                    for ci in 0..cg {
+                        let ch = g * cg + ci;
+                        let (s1, t) = modulation(m, bi * c + ch);
+                        let a = gamma[ch] * s1;
+                        let shift = beta[ch] * s1 + t;
+                        let off = bi * c * hw + ch * hw;
+                        let xs = &x[off..off + hw];
+                        let dys = &dy[off..off + hw];
+                        let ds = &mut dxb[ch * hw..(ch + 1) * hw];
+                        let (mut acc1, mut acc2) = (0.0f32, 0.0f32);
+                        for ((dv, &xv), &gv) in ds.iter_mut().zip(xs).zip(dys) {
+                            let xhat = (xv - mu) * r;
+                            let delta = if act {
+                                let z = xhat * a + shift;
+                                let sg = 1.0 / (1.0 + (-z).exp());
+                                gv * sg * (1.0 + z * (1.0 - sg))
+                            } else {
+                                gv
+                            };
+                            *dv = delta;
+                            acc1 += delta;
+                            acc2 += delta * xhat;
+                        }
+                        sb[ch] = (acc1 as f64, acc2 as f64);
+                        m1 += a as f64 * acc1 as f64;
+                        m2 += a as f64 * acc2 as f64;
+                    }
+                    let (m1, m2) = ((m1 / n as f64) as f32, (m2 / n as f64) as f32);
+                    // pass 2: dx = r (a δ − m1 − x̂ m2)
+                    for ci in 0..cg {
+                        let ch = g * cg + ci;
+                        let (s1, _) = modulation(m, bi * c + ch);
+                        let a = gamma[ch] * s1;
+                        let off = bi * c * hw + ch * hw;
+                        let xs = &x[off..off + hw];
+                        for (dv, &xv) in dxb[ch * hw..(ch + 1) * hw].iter_mut().zip(xs) {
+                            let xhat = (xv - mu) * r;
+                            *dv = r * (a * *dv - m1 - xhat * m2);
+                        }
+                    }
+                }
+            });
+        let mut dgamma = vec![0.0f64; c];
+        let mut dbeta = vec![0.0f64; c];
+        let mut ds = vec![0.0f32; d.b * c];
+        let mut dt = vec![0.0f32; d.b * c];
+        for bi in 0..d.b {
+            for ch in 0..c {
+                let i = bi * c + ch;
+                let (s1, s2) = sums[i];
+                let (mul, _) = modulation(m, i);
+                dgamma[ch] += mul as f64 * s2;
+                dbeta[ch] += mul as f64 * s1;
+                ds[i] = (gamma[ch] as f64 * s2 + beta[ch] as f64 * s1) as f32;
+                dt[i] = s1 as f32;
+            }
+        }
+        let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+        (dx, to32(dgamma), to32(dbeta), ds, dt)
+    }
+
+    /// What the backward needs: the inputs (shared, not copied) and the statistics.
+    #[derive(Debug, Clone)]
+    struct State {
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        modulation: Option<(FlexTensor, FlexTensor)>,
+        mean: Vec<f32>,
+        rstd: Vec<f32>,
+        dims: Dims,
+        act: bool,
+    }
+
+    #[derive(Debug)]
+    struct GroupNormBackward;
+
+    impl Backward<Flex, 5> for GroupNormBackward {
+        type State = State;
+
+        fn backward(self, ops: Ops<State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let s = ops.state;
+            let dy = grads.consume::<Flex>(&ops.node);
+            let (x, dy_v, gamma, beta) =
+                (values(&s.x), values(&dy), values(&s.gamma), values(&s.beta));
+            let m = s.modulation.as_ref().map(|(a, b)| (values(a), values(b)));
+            let (dx, dgamma, dbeta, ds, dt) = backward(
+                &x,
+                &dy_v,
+                &s.mean,
+                &s.rstd,
+                &gamma,
+                &beta,
+                m.as_ref().map(|(a, b)| (&a[..], &b[..])),
+                s.dims,
+                s.act,
+            );
+            let Dims { b, c, hw, .. } = s.dims;
+            let [px, pg, pb, ps, pt] = ops.parents;
+            let shape_x = s.x.layout().shape().to_vec();
+            debug_assert_eq!(shape_x.iter().product::<usize>(), b * c * hw);
+            let outs = [
+                (px, dx, shape_x),
+                (pg, dgamma, vec![c]),
+                (pb, dbeta, vec![c]),
+                (ps, ds, vec![b, c]),
+                (pt, dt, vec![b, c]),
+            ];
+            for (parent, grad, shape) in outs {
+                if let Some(node) = parent {
+                    grads.register::<Flex>(node.id, flex_tensor(grad, shape));
+                }
+            }
+        }
+    }
+
+    fn prim<const D: usize>(t: Tensor<Ad, D>) -> burn::tensor::ops::FloatTensor<Ad> {
+        t.into_primitive().tensor()
+    }
+
+    /// The op on `Autodiff<Flex>`: one graph node with [`GroupNormBackward`].
+    pub(super) fn autodiff_group_norm(
+        x: Tensor<Ad, 4>,
+        gamma: Tensor<Ad, 1>,
+        beta: Tensor<Ad, 1>,
+        groups: usize,
+        epsilon: f64,
+        modulation: Option<(Tensor<Ad, 2>, Tensor<Ad, 2>)>,
+        act: bool,
+    ) -> Tensor<Ad, 4> {
+        let [b, c, h, w] = x.dims();
+        let dims = Dims {
+            b,
+            c,
+            hw: h * w,
+            groups,
+        };
+        let device = x.device();
+        let modulated = modulation.is_some();
+        let (s, t) = modulation.unwrap_or_else(|| {
+            (
+                Tensor::zeros([b, c], &device),
+                Tensor::zeros([b, c], &device),
+            )
+        });
+        let (x, gamma, beta, s, t) = (prim(x), prim(gamma), prim(beta), prim(s), prim(t));
+        let nodes = [
+            x.node.clone(),
+            gamma.node.clone(),
+            beta.node.clone(),
+            s.node.clone(),
+            t.node.clone(),
+        ];
+        let run = |x: &FlexTensor,
+                   g: &FlexTensor,
+                   bt: &FlexTensor,
+                   st: Option<(&FlexTensor, &FlexTensor)>| {
+            let (xv, gv, bv) = (values(x), values(g), values(bt));
+            let m = st.map(|(a, b)| (values(a), values(b)));
+            forward(
+                &xv,
+                &gv,
+                &bv,
+                m.as_ref().map(|(a, b)| (&a[..], &b[..])),
+                dims,
+                epsilon,
+                act,
+            )
+        };
+        let st = modulated.then_some((&s.primitive, &t.primitive));
+        let out = match GroupNormBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, mean, rstd) = run(&x.primitive, &gamma.primitive, &beta.primitive, st);
+                let state = State {
+                    x: x.primitive.clone(),
+                    gamma: gamma.primitive.clone(),
+                    beta: beta.primitive.clone(),
+                    modulation: modulated.then(|| (s.primitive.clone(), t.primitive.clone())),
+                    mean,
+                    rstd,
+                    dims,
+                    act,
+                };
+                prep.finish(state, flex_tensor(y, vec![b, c, h, w]))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, _, _) = run(&x.primitive, &gamma.primitive, &beta.primitive, st);
+                prep.finish(flex_tensor(y, vec![b, c, h, w]))
+            }
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    /// The op on `Flex` (no autodiff): the forward kernel alone.
+    pub(super) fn inner_group_norm(
+        x: Tensor<Flex, 4>,
+        gamma: Tensor<Flex, 1>,
+        beta: Tensor<Flex, 1>,
+        groups: usize,
+        epsilon: f64,
+        modulation: Option<(Tensor<Flex, 2>, Tensor<Flex, 2>)>,
+        act: bool,
+    ) -> Tensor<Flex, 4> {
+        let [b, c, h, w] = x.dims();
+        let dims = Dims {
+            b,
+            c,
+            hw: h * w,
+            groups,
+        };
+        let p = |t: Tensor<Flex, 1>| t.into_primitive().tensor();
+        let (xp, gp, bp) = (x.into_primitive().tensor(), p(gamma), p(beta));
+        let m = modulation.map(|(s, t)| (s.into_primitive().tensor(), t.into_primitive().tensor()));
+        let (xv, gv, bv) = (values(&xp), values(&gp), values(&bp));
+        let mv = m.as_ref().map(|(a, b)| (values(a), values(b)));
+        let (y, _, _) = forward(
+            &xv,
+            &gv,
+            &bv,
+            mv.as_ref().map(|(a, b)| (&a[..], &b[..])),
+            dims,
+            epsilon,
+            act,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(flex_tensor(y, vec![b, c, h, w])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Distribution, TensorData};
+    use fdistill_core::checkpoint::{load_module, save_module};
+
+    type A = Autodiff<Flex>;
+
+    fn host<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+        assert_eq!(got.len(), want.len(), "{name}: lengths");
+        let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * scale,
+                "{name}[{i}]: {g} vs {w} (scale {scale})"
+            );
+        }
+    }
+
+    /// Random inputs: x `[3, 8, 3, 2]` with an offset (so the mean matters), non-trivial γ, β.
+    struct Inputs {
+        x: Vec<f32>,
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        s: Vec<f32>,
+        t: Vec<f32>,
+    }
+
+    const SHAPE: [usize; 4] = [3, 8, 3, 2];
+    const GROUPS: usize = 2;
+
+    fn inputs() -> Inputs {
+        let device = Default::default();
+        let r = |shape: Vec<usize>, lo: f64, hi: f64| {
+            host(Tensor::<Flex, 1>::random(
+                [shape.iter().product::<usize>()],
+                Distribution::Uniform(lo, hi),
+                &device,
+            ))
+        };
+        Flex::seed(&device, 3);
+        Inputs {
+            x: r(SHAPE.to_vec(), 0.5, 3.0),
+            gamma: r(vec![8], 0.5, 1.5),
+            beta: r(vec![8], -0.5, 0.5),
+            s: r(vec![3, 8], -0.5, 0.5),
+            t: r(vec![3, 8], -0.5, 0.5),
+        }
+    }
+
+    type Grads = Vec<Vec<f32>>;
+
+    /// `(y, [dx, dγ, dβ, ds, dt])` of `L = Σ y ⊙ w` for a fixed weight `w`, via `f`.
+    fn value_and_grads(
+        inp: &Inputs,
+        modulated: bool,
+        act: bool,
+        reference: bool,
+    ) -> (Vec<f32>, Grads) {
+        let device = Default::default();
+        let leaf = |v: &[f32], shape: Vec<usize>| {
+            Tensor::<A, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+                .reshape::<2, _>([shape[0], shape[1..].iter().product()])
+                .require_grad()
+        };
+        let x4 = Tensor::<A, 4>::from_data(TensorData::new(inp.x.clone(), SHAPE), &device)
+            .require_grad();
+        let gamma = Tensor::<A, 1>::from_floats(inp.gamma.as_slice(), &device).require_grad();
+        let beta = Tensor::<A, 1>::from_floats(inp.beta.as_slice(), &device).require_grad();
+        let s = leaf(&inp.s, vec![3, 8]);
+        let t = leaf(&inp.t, vec![3, 8]);
+        let m = modulated.then(|| (s.clone(), t.clone()));
+        let f = if reference {
+            group_norm_reference::<A>
+        } else {
+            group_norm::<A>
+        };
+        let y = f(
+            x4.clone(),
+            gamma.clone(),
+            beta.clone(),
+            GROUPS,
+            1e-5,
+            m,
+            act,
+        );
+        let n: usize = SHAPE.iter().product();
+        let w: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.4).collect();
+        let w = Tensor::<A, 4>::from_data(TensorData::new(w, SHAPE), &device);
+        let grads = (y.clone() * w).sum().backward();
+        let g = |t: Option<Tensor<Flex, 4>>| t.map(host).unwrap_or_default();
+        let g1 = |t: Option<Tensor<Flex, 1>>| t.map(host).unwrap_or_default();
+        let g2 = |t: Option<Tensor<Flex, 2>>| t.map(host).unwrap_or_default();
+        (
+            host(y),
+            vec![
+                g(x4.grad(&grads)),
+                g1(gamma.grad(&grads)),
+                g1(beta.grad(&grads)),
+                g2(s.grad(&grads)),
+                g2(t.grad(&grads)),
+            ],
+        )
+    }
+
+    #[test]
+    fn values_and_gradients_equal_the_tensor_op_version() {
+        let inp = inputs();
+        for (modulated, act) in [(false, false), (false, true), (true, true), (true, false)] {
+            let (y_fast, g_fast) = value_and_grads(&inp, modulated, act, false);
+            let (y_ref, g_ref) = value_and_grads(&inp, modulated, act, true);
+            let case = format!("modulated {modulated}, silu {act}");
+            assert_close(&format!("y ({case})"), &y_fast, &y_ref, 1e-5);
+            for (name, (a, b)) in ["dx", "dγ", "dβ", "ds", "dt"]
+                .iter()
+                .zip(g_fast.iter().zip(&g_ref))
+            {
+                assert_eq!(a.is_empty(), b.is_empty(), "{name} ({case})");
+                assert_close(&format!("{name} ({case})"), a, b, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn plain_form_equals_burns_group_norm_and_the_inner_backend_agrees() {
+        let device = Default::default();
+        let inp = inputs();
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(inp.x.clone(), SHAPE), &device);
+        let mut ours = GroupNormConfig::new(GROUPS, 8).init::<Flex>(&device);
+        ours.gamma = Param::from_tensor(Tensor::from_floats(inp.gamma.as_slice(), &device));
+        ours.beta = Param::from_tensor(Tensor::from_floats(inp.beta.as_slice(), &device));
+        let mut burns = burn::nn::GroupNormConfig::new(GROUPS, 8).init::<Flex>(&device);
+        burns.gamma = Some(ours.gamma.clone());
+        burns.beta = Some(ours.beta.clone());
+        assert_close(
+            "GN",
+            &host(ours.forward(x.clone())),
+            &host(burns.forward(x.clone())),
+            1e-5,
+        );
+        assert_close(
+            "silu(GN)",
+            &host(ours.forward_silu(x.clone())),
+            &host(silu(burns.forward(x.clone()))),
+            1e-5,
+        );
+        let s = Tensor::<Flex, 2>::from_data(TensorData::new(inp.s.clone(), [3, 8]), &device);
+        let t = Tensor::<Flex, 2>::from_data(TensorData::new(inp.t.clone(), [3, 8]), &device);
+        let want = silu(
+            burns.forward(x.clone()) * s.clone().reshape([3, 8, 1, 1]).add_scalar(1.0)
+                + t.clone().reshape([3, 8, 1, 1]),
+        );
+        assert_close(
+            "silu(GN·(1+s)+t)",
+            &host(ours.forward_modulated_silu(x, s, t)),
+            &host(want),
+            1e-5,
+        );
+    }
+
+    #[test]
+    fn hand_written_backward_matches_finite_differences() {
+        // L = Σ w ⊙ silu(GN(x)(1+s)+t) through the kernels alone, central differences in f64
+        // around the f32 kernels (h = 1e-2: the f32 rounding error of L/h stays ≪ the tolerance).
+        let inp = inputs();
+        let d = flex::Dims {
+            b: 3,
+            c: 8,
+            hw: 6,
+            groups: GROUPS,
+        };
+        let n = inp.x.len();
+        let w: Vec<f32> = (0..n).map(|i| ((i * 5) % 13) as f32 / 13.0 - 0.5).collect();
+        let loss = |x: &[f32], g: &[f32], b: &[f32], s: &[f32], t: &[f32]| {
+            let (y, _, _) = flex::forward(x, g, b, Some((s, t)), d, 1e-5, true);
+            y.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum::<f64>()
+        };
+        let (_, mean, rstd) = flex::forward(
+            &inp.x,
+            &inp.gamma,
+            &inp.beta,
+            Some((&inp.s, &inp.t)),
+            d,
+            1e-5,
+            true,
+        );
+        let grads = flex::backward(
+            &inp.x,
+            &w,
+            &mean,
+            &rstd,
+            &inp.gamma,
+            &inp.beta,
+            Some((&inp.s, &inp.t)),
+            d,
+            true,
+        );
+        let analytic = [grads.0, grads.1, grads.2, grads.3, grads.4];
+        let h = 1e-2f32;
+        for (k, name) in ["dx", "dγ", "dβ", "ds", "dt"].iter().enumerate() {
+            let base = [&inp.x, &inp.gamma, &inp.beta, &inp.s, &inp.t];
+            let len = base[k].len();
+            // every element of the small tensors, a spread of x's
+            let idx: Vec<usize> = if k == 0 {
+                (0..len).step_by(5).collect()
+            } else {
+                (0..len).collect()
+            };
+            for i in idx {
+                let bump = |sign: f32| {
+                    let mut v: Vec<Vec<f32>> = base.iter().map(|v| v.to_vec()).collect();
+                    v[k][i] += sign * h;
+                    loss(&v[0], &v[1], &v[2], &v[3], &v[4])
+                };
+                let fd = (bump(1.0) - bump(-1.0)) / (2.0 * h as f64);
+                let an = analytic[k][i] as f64;
+                assert!(
+                    (fd - an).abs() <= 2e-3 + 2e-2 * an.abs(),
+                    "{name}[{i}]: analytic {an} vs finite differences {fd}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_interchangeable_with_burns_group_norm() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut burns = burn::nn::GroupNormConfig::new(2, 8).init::<Flex>(&device);
+        burns.gamma = Some(Param::from_tensor(Tensor::from_floats(
+            [1., 2., 3., 4., 5., 6., 7., 8.],
+            &device,
+        )));
+        let path = dir.path().join("gn.safetensors");
+        save_module::<Flex, _>(&burns, &path).unwrap();
+        let ours = load_module::<Flex, _>(GroupNormConfig::new(2, 8).init::<Flex>(&device), &path)
+            .unwrap();
+        assert_eq!(host(ours.gamma.val()), [1., 2., 3., 4., 5., 6., 7., 8.]);
+        // and back: ours saved, burn's loaded
+        let path2 = dir.path().join("ours.safetensors");
+        save_module::<Flex, _>(&ours, &path2).unwrap();
+        let back = load_module::<Flex, _>(
+            burn::nn::GroupNormConfig::new(2, 8).init::<Flex>(&device),
+            &path2,
+        )
+        .unwrap();
+        assert_eq!(
+            host(back.gamma.unwrap().val()),
+            [1., 2., 3., 4., 5., 6., 7., 8.]
+        );
+    }
+}

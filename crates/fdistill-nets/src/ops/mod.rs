@@ -1,0 +1,19 @@
+//! Fast building blocks for the image networks, usable by any UNet family (DDPM++/SongUNet,
+//! ADM): each is a standalone module or function with a plain tensor-op reference it is
+//! tested against (values and gradients). See `docs/performance.md`.
+
+pub mod conv;
+pub mod group_norm;
+
+pub use conv::conv2d;
+pub use group_norm::{GroupNorm, GroupNormConfig, group_norm, group_norm_reference};
+
+/// `T` as `U` when they are the same type (the caller compared their `TypeId`s): how the ops
+/// pick their CPU kernels without a trait bound on the backend.
+#[cfg(feature = "flex")]
+fn same<T: std::any::Any, U: std::any::Any>(t: T) -> U {
+    let boxed: Box<dyn std::any::Any> = Box::new(t);
+    *boxed
+        .downcast::<U>()
+        .expect("the caller compared the TypeIds")
+}
