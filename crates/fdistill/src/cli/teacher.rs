@@ -167,18 +167,9 @@ impl TeacherNet {
     }
 }
 
-/// A UNet preset by name (`fashion-mnist-16` is `fashion-mnist-small` at 16×16 with two levels,
-/// sized for a CPU budget).
+/// A UNet preset by name (`fdistill::nets::UNetConfig::PRESETS`).
 fn unet_preset(name: &str) -> Result<UNetConfig, CliError> {
-    if name == "fashion-mnist-16" {
-        return Ok(UNetConfig {
-            resolution: 16,
-            channel_mult: vec![1, 2],
-            ..UNetConfig::fashion_mnist_small()
-        });
-    }
-    UNetConfig::preset(name)
-        .map_err(|e| CliError::Usage(format!("--net unet:{name}: {e}, fashion-mnist-16")))
+    UNetConfig::preset(name).map_err(|e| CliError::Usage(format!("--net unet:{name}: {e}")))
 }
 
 /// Where the training data came from.
@@ -279,7 +270,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
         }
         _ => {
             return Err(CliError::Usage(format!(
-                "--net `{}`: use `mlp` or `unet[:PRESET]` (presets: {}, fashion-mnist-16)",
+                "--net `{}`: use `mlp` or `unet[:PRESET]` (presets: {})",
                 args.net,
                 UNetConfig::PRESETS.join(", ")
             )));
