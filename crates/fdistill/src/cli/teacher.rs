@@ -44,9 +44,10 @@ pub struct TrainArgs {
     /// @SIDE (e.g. fashion-mnist@16). Labelled images train a class-conditional net.
     #[arg(long)]
     pub data: String,
-    /// Network: `mlp` (vectors) or `unet[:PRESET]` (images; presets fashion-mnist,
-    /// fashion-mnist-small (default), fashion-mnist-16, tiny). Resolution, channels and classes
-    /// follow the data; a config file's `unet` object replaces the preset.
+    /// Network: `mlp` (vectors) or `unet[:PRESET]` (images: EDM's SongUNet/DhariwalUNet;
+    /// presets fashion-mnist, fashion-mnist-small (default), fashion-mnist-16, tiny,
+    /// edm-ddpmpp-cifar10, edm-ncsnpp-cifar10, edm-adm-imagenet64). Resolution, channels and
+    /// classes follow the data; a config file's `unet` object replaces the preset.
     #[arg(long, default_value = "mlp")]
     pub net: String,
     /// Run directory to create (config.json, metrics.jsonl, checkpoint/).
