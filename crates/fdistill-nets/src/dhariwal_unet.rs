@@ -225,6 +225,34 @@ pub struct DhariwalUNet<B: Backend> {
 }
 
 impl<B: Backend> DhariwalUNet<B> {
+    /// The same network with every block's dropout switched off.
+    pub fn without_dropout(self) -> Self {
+        let off = |v: Vec<UNetBlock<B>>| v.into_iter().map(UNetBlock::without_dropout).collect();
+        DhariwalUNet {
+            enc: self
+                .enc
+                .into_iter()
+                .map(|l| AdmEncLevel {
+                    down: l.down.map(UNetBlock::without_dropout),
+                    blocks: off(l.blocks),
+                    ..l
+                })
+                .collect(),
+            dec: self
+                .dec
+                .into_iter()
+                .map(|l| AdmDecLevel {
+                    in0: l.in0.map(UNetBlock::without_dropout),
+                    in1: l.in1.map(UNetBlock::without_dropout),
+                    up: l.up.map(UNetBlock::without_dropout),
+                    blocks: off(l.blocks),
+                    ..l
+                })
+                .collect(),
+            ..self
+        }
+    }
+
     /// `F(x; c_noise, y, a)` and the encoder taps (end of each level).
     ///
     /// # Shapes

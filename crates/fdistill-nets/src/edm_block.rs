@@ -148,6 +148,14 @@ impl<B: Backend> UNetBlock<B> {
         self.heads
     }
 
+    /// The same block with its dropout switched off.
+    pub fn without_dropout(self) -> Self {
+        UNetBlock {
+            dropout: DropoutConfig::new(0.0).init(),
+            ..self
+        }
+    }
+
     /// # Shapes
     /// - `x`: `[b, in, h, w]`, `emb`: `[b, emb_channels]`
     /// - returns `[b, out, h', w']` (`h' = 2h` up, `h/2` down, else `h`)

@@ -617,6 +617,24 @@ pub struct EdmPrecond<B: Backend> {
 }
 
 impl<B: Backend> EdmPrecond<B> {
+    /// The same network in evaluation mode on any backend: block dropout and label dropout
+    /// off (as EDM's `net.eval()`), e.g. for a frozen teacher that runs on an autodiff backend,
+    /// where burn's dropout is otherwise active. The saved configuration is unchanged apart
+    /// from `label_dropout`.
+    pub fn without_dropout(self) -> Self {
+        let model = match self.model {
+            EdmNet::SongUnet(n) => EdmNet::SongUnet(n.without_dropout()),
+            EdmNet::DhariwalUnet(n) => EdmNet::DhariwalUnet(n.without_dropout()),
+        };
+        EdmPrecond {
+            model,
+            config: EdmPrecondConfig {
+                label_dropout: 0.0,
+                ..self.config
+            },
+        }
+    }
+
     /// One-hot class labels `[b, K]` from integer labels, with label dropout while training.
     ///
     /// # Shapes
@@ -809,6 +827,30 @@ mod tests {
         (x, sigma, labels)
     }
 
+    /// Seeded values for every parameter: `N(0, 1/fan_in)` (norm scales `1 + N(0, 0.04)`).
+    fn randomised(sd: &StateDict) -> StateDict {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution as _, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut out = sd.clone();
+        for (k, t) in out.tensors.iter_mut() {
+            if k.ends_with("resample_filter") {
+                continue;
+            }
+            let fan_in: usize = t.shape.iter().skip(1).product::<usize>().max(1);
+            let norm_scale = k.contains("norm") && k.ends_with("weight");
+            for v in t.values.iter_mut() {
+                let n: f32 = StandardNormal.sample(&mut rng);
+                *v = if norm_scale {
+                    1.0 + 0.2 * n
+                } else {
+                    n / (fan_in as f32).sqrt()
+                };
+            }
+        }
+        out
+    }
+
     fn adm_tiny() -> EdmPrecondConfig {
         EdmPrecondConfig {
             arch: EdmArch::DhariwalUnet(DhariwalUNetConfig {
@@ -933,6 +975,44 @@ mod tests {
         let freqs = spec.iter().find(|e| e.name == "map_noise.freqs").unwrap();
         assert_eq!(freqs.kind, crate::state_dict::EntryKind::Buffer);
         assert_eq!(freqs.shape, vec![8]); // 2 mc / 2
+    }
+
+    #[test]
+    fn without_dropout_makes_training_forwards_deterministic() {
+        let device = Default::default();
+        for arch in [EdmPrecondConfig::tiny().arch, adm_tiny().arch] {
+            let mut arch = arch;
+            match &mut arch {
+                EdmArch::SongUnet(c) => c.dropout = 0.5,
+                EdmArch::DhariwalUnet(c) => c.dropout = 0.5,
+            }
+            let cfg = EdmPrecondConfig {
+                arch,
+                label_dropout: 0.5,
+                ..EdmPrecondConfig::tiny()
+            };
+            // Random weights everywhere (the zero-initialised convolutions would hide dropout).
+            let net = cfg.init::<A>(&device);
+            let sd = randomised(&net.to_state_dict());
+            let net = net
+                .load_state_dict(&sd, &crate::state_dict::KeyPrefix::Auto)
+                .unwrap();
+            let (x, sigma, labels) = batch::<A>(&device);
+            let run = |n: &EdmPrecond<A>| -> Vec<f32> {
+                n.forward(x.clone(), sigma.clone(), Some(labels.clone()))
+                    .into_data()
+                    .to_vec()
+                    .unwrap()
+            };
+            assert_ne!(
+                run(&net),
+                run(&net),
+                "dropout is active on an autodiff backend"
+            );
+            let eval = net.without_dropout();
+            assert_eq!(run(&eval), run(&eval));
+            assert_eq!(eval.config.label_dropout, 0.0);
+        }
     }
 
     #[test]

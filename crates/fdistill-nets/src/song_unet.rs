@@ -295,6 +295,34 @@ pub struct SongUNet<B: Backend> {
 }
 
 impl<B: Backend> SongUNet<B> {
+    /// The same network with every block's dropout switched off.
+    pub fn without_dropout(self) -> Self {
+        let off = |v: Vec<UNetBlock<B>>| v.into_iter().map(UNetBlock::without_dropout).collect();
+        SongUNet {
+            enc: self
+                .enc
+                .into_iter()
+                .map(|l| SongEncLevel {
+                    down: l.down.map(UNetBlock::without_dropout),
+                    blocks: off(l.blocks),
+                    ..l
+                })
+                .collect(),
+            dec: self
+                .dec
+                .into_iter()
+                .map(|l| SongDecLevel {
+                    in0: l.in0.map(UNetBlock::without_dropout),
+                    in1: l.in1.map(UNetBlock::without_dropout),
+                    up: l.up.map(UNetBlock::without_dropout),
+                    blocks: off(l.blocks),
+                    ..l
+                })
+                .collect(),
+            ..self
+        }
+    }
+
     /// The embedding vector.
     ///
     /// # Shapes
