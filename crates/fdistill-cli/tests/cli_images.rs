@@ -30,12 +30,14 @@ fn fixture() -> String {
     )
 }
 
-/// A 16×16 UNet with 8 base channels, two levels, attention only in the middle.
+/// A 16×16 DDPM++ with 8 base channels, two levels, attention only at the bottleneck.
 const TINY_UNET: &str = r#"{
   "teacher": {"batch_size": 8, "checkpoint_every": 3, "log_every": 1, "lr": 1e-3},
-  "unet": {"resolution": 16, "channels": 1, "model_channels": 8, "channel_mult": [1, 2],
-           "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0, "n_classes": null,
-           "embedding_max_period": 10000.0, "sigma_data": 0.5}
+  "unet": {"resolution": 16, "channels": 1, "n_classes": null, "sigma_data": 0.5,
+           "arch": {"song_unet": {"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1,
+                    "attn_resolutions": [], "dropout": 0.0, "embedding_type": "positional",
+                    "channel_mult_noise": 1, "encoder_type": "standard",
+                    "decoder_type": "standard", "resample_filter": [1, 1]}}}
 }"#;
 
 fn p(path: &Path) -> &str {

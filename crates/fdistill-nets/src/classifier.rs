@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::conv_disc::ConvNormAct;
-use crate::unet::group_count;
+use crate::edm_layers::group_count;
 
 /// Classifier configuration and training errors.
 #[derive(Debug, Error)]

@@ -34,8 +34,9 @@ use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstima
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::edm_layers::group_count;
+use crate::edm_precond::TapShape;
 use crate::ops::{GroupNorm, GroupNormConfig, conv2d};
-use crate::unet::{TapShape, group_count};
 
 /// Side at which the halving stops (SPEC §2: "down to 8×8").
 pub const HEAD_TARGET_RESOLUTION: usize = 8;
@@ -56,7 +57,7 @@ pub enum ConvDiscError {
 #[serde(deny_unknown_fields)]
 pub struct ConvDiscriminatorConfig {
     /// The taps the heads read, in the order the features arrive
-    /// (e.g. [`UNetConfig::tap_shapes`](crate::unet::UNetConfig::tap_shapes)).
+    /// (e.g. [`UNetConfig::tap_shapes`](crate::EdmPrecondConfig::tap_shapes)).
     pub taps: Vec<TapShape>,
     /// Hidden channels of every head's convolutions.
     pub width: usize,
@@ -241,7 +242,7 @@ impl<B: Backend> ConvDiscriminator<B> {
     }
 
     /// [`try_logits`](Self::try_logits) for callers that built the heads from the same
-    /// network's [`tap_shapes`](crate::unet::UNetConfig::tap_shapes).
+    /// network's [`tap_shapes`](crate::EdmPrecondConfig::tap_shapes).
     ///
     /// # Panics
     /// If the features do not match the heads (a programming error, with the reason).
@@ -296,8 +297,8 @@ impl<B: AutodiffBackend> LearnedRatioEstimator<B> for ConvDiscriminator<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::UNetConfig;
     use crate::grad_check::gradient_norms;
-    use crate::unet::UNetConfig;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, ElementConversion, Int, TensorData};
     use fdistill_divergence::softplus;

@@ -1,8 +1,11 @@
 //! # fdistill-nets
 //!
-//! Networks of fdistill: EDM preconditioning, the MLP and UNet denoisers, the MLP and
-//! convolutional discriminator heads, the VarDiU Gaussian posterior, and the Fashion-MNIST
-//! classifier used as the image metric network.
+//! Networks of fdistill: EDM preconditioning, the MLP denoiser, EDM's image networks
+//! (SongUNet — DDPM++, NCSN++ — and DhariwalUNet — ADM — inside `EdmPrecond`, with EDM's
+//! parameter names and state-dict import/export), the MLP and convolutional discriminator
+//! heads, the VarDiU Gaussian posterior, and the Fashion-MNIST classifier used as the image
+//! metric network. CPU kernels with hand-written backwards (fused GroupNorm, convolution
+//! gradients) live in [`ops`].
 //!
 //! ```
 //! use burn::backend::Flex;
@@ -21,7 +24,11 @@
 
 pub mod classifier;
 pub mod conv_disc;
+pub mod dhariwal_unet;
 pub mod edm;
+pub mod edm_block;
+pub mod edm_layers;
+pub mod edm_precond;
 pub mod embedding;
 #[cfg(test)]
 mod fdistill_images_tests;
@@ -31,11 +38,23 @@ pub mod mlp;
 pub mod mlp_disc;
 pub mod ops;
 pub mod posterior;
-pub mod unet;
+pub mod song_unet;
+pub mod state_dict;
+pub mod unet_plan;
 
 pub use classifier::{Classifier, ClassifierConfig};
 pub use conv_disc::{ConvDiscriminator, ConvDiscriminatorConfig};
+pub use dhariwal_unet::{DhariwalUNet, DhariwalUNetConfig};
+pub use edm_precond::{
+    EdmArch, EdmKwargs, EdmPrecond, EdmPrecondConfig, TapShape, UNetConfigError,
+};
 pub use mlp::{MlpDenoiser, MlpDenoiserConfig};
 pub use mlp_disc::{MlpDiscriminator, MlpDiscriminatorConfig};
 pub use posterior::{GaussianPosterior, GaussianPosteriorConfig};
-pub use unet::{UNet, UNetConfig};
+pub use song_unet::{SongUNet, SongUNetConfig};
+pub use state_dict::{KeyPrefix, MismatchReport, StateDict, StateTensor, WeightsError};
+
+/// fdistill's image denoiser: [`EdmPrecond`] (the name the trainers and the CLI use).
+pub type UNet<B> = EdmPrecond<B>;
+/// Configuration of [`UNet`]: [`EdmPrecondConfig`].
+pub type UNetConfig = EdmPrecondConfig;

@@ -46,9 +46,10 @@ pub struct TrainArgs {
     /// @SIDE (e.g. fashion-mnist@16). Labelled images train a class-conditional net.
     #[arg(long)]
     pub data: String,
-    /// Network: `mlp` (vectors) or `unet[:PRESET]` (images; presets fashion-mnist,
-    /// fashion-mnist-small (default), fashion-mnist-16, tiny). Resolution, channels and classes
-    /// follow the data; a config file's `unet` object replaces the preset.
+    /// Network: `mlp` (vectors) or `unet[:PRESET]` (images: EDM's SongUNet/DhariwalUNet;
+    /// presets fashion-mnist, fashion-mnist-small (default), fashion-mnist-16, tiny,
+    /// edm-ddpmpp-cifar10, edm-ncsnpp-cifar10, edm-adm-imagenet64). Resolution, channels and
+    /// classes follow the data; a config file's `unet` object replaces the preset.
     #[arg(long, default_value = "mlp")]
     pub net: String,
     /// Run directory to create (config.json, metrics.jsonl, checkpoint/).
@@ -169,18 +170,9 @@ impl TeacherNet {
     }
 }
 
-/// A UNet preset by name (`fashion-mnist-16` is `fashion-mnist-small` at 16×16 with two levels,
-/// sized for a CPU budget).
+/// A UNet preset by name (`fdistill::nets::UNetConfig::PRESETS`).
 fn unet_preset(name: &str) -> Result<UNetConfig, CliError> {
-    if name == "fashion-mnist-16" {
-        return Ok(UNetConfig {
-            resolution: 16,
-            channel_mult: vec![1, 2],
-            ..UNetConfig::fashion_mnist_small()
-        });
-    }
-    UNetConfig::preset(name)
-        .map_err(|e| CliError::Usage(format!("--net unet:{name}: {e}, fashion-mnist-16")))
+    UNetConfig::preset(name).map_err(|e| CliError::Usage(format!("--net unet:{name}: {e}")))
 }
 
 /// Where the training data came from.
@@ -281,7 +273,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
         }
         _ => {
             return Err(CliError::Usage(format!(
-                "--net `{}`: use `mlp` or `unet[:PRESET]` (presets: {}, fashion-mnist-16)",
+                "--net `{}`: use `mlp` or `unet[:PRESET]` (presets: {})",
                 args.net,
                 UNetConfig::PRESETS.join(", ")
             )));
