@@ -303,16 +303,18 @@ mod method {
         post.hidden = 16;
         post.depth = 2;
         let config = VarDiuConfig {
-            batch_size: 8,
-            sigma_min: 0.05,
-            sigma_max: 5.0,
-            sigma_init: 5.0,
+            batch_size: 16,
+            sigma_min: Some(0.05),
+            sigma_max: Some(5.0),
+            sigma_init: Some(5.0),
             lr_generator: 1e-3,
             lr_posterior: 1e-3,
+            ema_beta: 0.99,
             pow: PowSchedule {
                 start: 0.1,
                 end: 1.0,
-                steps: 10,
+                increment: 0.09,
+                period: 1,
             },
             inject_nan_at_step: nan_at,
             driver: DriverConfig {
@@ -371,7 +373,7 @@ mod method {
         assert_eq!(ma.len(), 8);
         assert_eq!(ma, mb);
         assert_ne!(ma[1]["neg_log_q"], ma[7]["neg_log_q"]);
-        // pow anneals 0.1 → 1 over 10 steps: step 6 uses pow(5) = 0.55.
+        // pow rises 0.1 → 1 by 0.09 per step: step 6 uses pow(5) = 0.55.
         assert!((ma[5]["pow"].as_f64().unwrap() - 0.55).abs() < 1e-12);
         // One-step samples of the EMA generator.
         let mut m = method(8, None);
@@ -400,8 +402,8 @@ mod method {
     #[test]
     fn bad_configs_name_the_field() {
         let e = VarDiuConfig {
-            sigma_min: 0.0,
-            ..VarDiuConfig::default()
+            sigma_min: Some(0.0),
+            ..VarDiuConfig::mog40_reference()
         }
         .check()
         .unwrap_err()
@@ -409,11 +411,60 @@ mod method {
         assert!(e.contains("sigma_min"), "{e}");
         let e = VarDiuConfig {
             lr_posterior: -1.0,
-            ..VarDiuConfig::default()
+            ..VarDiuConfig::mog40_reference()
         }
         .check()
         .unwrap_err()
         .to_string();
         assert!(e.contains("lr_posterior"), "{e}");
+        let e = VarDiuConfig {
+            batch_size: 7,
+            ..VarDiuConfig::mog40_reference()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("even"), "{e}");
+    }
+
+    /// No image-range default: the default config has no noise range, and says how to get
+    /// one; the data-scale rule fills it (σ_max = σ_data, σ_min = σ_max/200, σ_init = 4σ_max)
+    /// without overriding what is set.
+    #[test]
+    fn the_noise_range_comes_from_the_data_or_the_user() {
+        let e = VarDiuConfig::default().check().unwrap_err().to_string();
+        assert!(
+            e.contains("no image-range default")
+                && e.contains("mog40-reference")
+                && e.contains("σ_max = σ_data"),
+            "{e}"
+        );
+        let c = VarDiuConfig::default()
+            .with_data_scale(2.5)
+            .check()
+            .unwrap();
+        assert_eq!(c.sigma_range(), (2.5 / 200.0, 2.5));
+        assert_eq!(c.sigma_init(), 10.0);
+        let c = VarDiuConfig {
+            sigma_max: Some(20.0),
+            ..VarDiuConfig::default()
+        }
+        .with_data_scale(23.0);
+        assert_eq!(
+            (c.sigma_min, c.sigma_max, c.sigma_init),
+            (Some(0.1), Some(20.0), Some(80.0))
+        );
+        let r = VarDiuConfig::mog40_reference();
+        assert_eq!(r.clone().with_data_scale(1.0), r);
+        assert_eq!(VarDiuConfig::preset("mog40-reference").unwrap(), r);
+        let e = VarDiuConfig::preset("mog40").unwrap_err().to_string();
+        assert!(e.contains("data-scale, mog40-reference"), "{e}");
+        // JSON round trip of both presets.
+        for name in fdistill_train::distill::vardiu::VARDIU_PRESETS {
+            let c = VarDiuConfig::preset(name).unwrap();
+            let back: VarDiuConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
     }
 }

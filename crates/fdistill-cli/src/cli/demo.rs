@@ -137,6 +137,8 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             dry_run: false,
             device: args.device.clone(),
             quiet: false,
+            method: Default::default(),
+            vardiu: Default::default(),
         })?
         .expect("not a dry run");
         train_s.push(outcome.elapsed_s);

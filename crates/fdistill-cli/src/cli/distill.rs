@@ -1,5 +1,6 @@
 //! `fdistill distill --teacher DIR --divergence NAME --out DIR [--preset P] [--config FILE]
 //! [--steps N] [--resume] [--dry-run]`: distil a trained teacher into a one-step student.
+//! `--method vardiu` runs VarDiU instead ([`super::distill_vardiu`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::CliError;
+use super::distill_vardiu::{MethodArg, VarDiuArgs};
 use super::teacher::{DataInfo, TeacherNet, read_run_config};
 
 /// Arguments of `fdistill distill`.
@@ -40,6 +42,8 @@ pub struct DistillArgs {
     pub out: PathBuf,
     /// Named preset: cifar10, diff-instruct, dmd2, dmd2-no-gan, imagenet64, toy, toy-exact.
     /// Default: `toy` for an MLP teacher (vectors), `cifar10` for a UNet teacher (images).
+    /// With --method vardiu: data-scale (default; σ range from the data's std) or
+    /// mog40-reference.
     #[arg(long)]
     pub preset: Option<String>,
     /// JSON or TOML file whose keys override the preset (any `DistillConfig` field).
@@ -60,6 +64,12 @@ pub struct DistillArgs {
     /// No progress bar (the demo draws its own).
     #[arg(skip)]
     pub quiet: bool,
+    /// Method: fdistill (f-distill; DMD2 and Diff-Instruct are its presets) or vardiu
+    /// (VarDiU, SPEC §7, low-dimensional data; keys of --config are then VarDiuConfig fields).
+    #[arg(long, value_enum, default_value = "fdistill")]
+    pub method: MethodArg,
+    #[command(flatten)]
+    pub vardiu: VarDiuArgs,
 }
 
 /// `RUN/config.json` of a student run: everything needed to rebuild and resume it.
@@ -121,7 +131,7 @@ impl DiscriminatorNet {
 /// Merges `patch` into `base` key by key (objects recursively). An object whose `"type"`
 /// differs from the base's (a tagged enum such as `noise`) replaces it whole: the other
 /// variant's fields must not leak into it.
-fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+pub(super) fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     match (base, patch) {
         (serde_json::Value::Object(b), serde_json::Value::Object(p))
             if p.get("type").is_none_or(|t| b.get("type") == Some(t)) =>
@@ -134,7 +144,7 @@ fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     }
 }
 
-fn read_overrides(path: &Path) -> Result<serde_json::Value, CliError> {
+pub(super) fn read_overrides(path: &Path) -> Result<serde_json::Value, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("cannot read --config `{}`: {e}", path.display())))?;
     let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
@@ -230,6 +240,18 @@ pub fn run(args: DistillArgs) -> Result<(), CliError> {
 
 /// `fdistill distill` as a function (the demo calls it).
 pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError> {
+    // A VarDiU run resumes as VarDiU, with or without --method.
+    if args.method == MethodArg::Vardiu
+        || (args.resume && super::distill_vardiu::is_vardiu_run(&args.out))
+    {
+        return super::distill_vardiu::run(&args);
+    }
+    if args.vardiu.target.is_some() {
+        return Err(CliError::Usage(
+            "--target is for --method vardiu (the analytic teacher); f-distill needs --teacher DIR"
+                .into(),
+        ));
+    }
     let device: DeviceSpec = args
         .device
         .parse()

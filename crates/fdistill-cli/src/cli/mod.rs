@@ -6,6 +6,7 @@ use thiserror::Error;
 mod classifier;
 mod demo;
 mod distill;
+mod distill_vardiu;
 mod divergences;
 mod eval;
 mod sample;
@@ -33,7 +34,8 @@ pub enum Command {
     Divergences(divergences::DivergencesArgs),
     /// Train an EDM teacher.
     Teacher(teacher::TeacherArgs),
-    /// Distil a trained teacher into a one-step student (f-distill; DMD2 and Diff-Instruct presets).
+    /// Distil a teacher into a one-step student (f-distill with its DMD2 and Diff-Instruct
+    /// presets, or VarDiU with --method vardiu).
     Distill(distill::DistillArgs),
     /// Train a teacher on ring8-unbalanced, distil it with three divergences, write a summary.
     Demo(demo::DemoArgs),

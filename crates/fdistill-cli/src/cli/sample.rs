@@ -297,15 +297,30 @@ impl SampleTask {
     }
 }
 
-/// One-step samples of a student run's EMA generator.
+/// One-step samples of a student run's EMA generator (f-distill or VarDiU).
 fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError> {
-    let (run, config) = super::distill::read_student_config(&args.checkpoint)?;
-    let image_shape = config.net.image_shape();
+    let (net, weights, sigma_init, source, what) =
+        if super::distill_vardiu::is_vardiu_run(&args.checkpoint) {
+            let (net, weights, sigma_init, source) =
+                super::distill_vardiu::sampling_info(&args.checkpoint)?;
+            (net, weights, sigma_init, source, "VarDiU".to_string())
+        } else {
+            let (run, config) = super::distill::read_student_config(&args.checkpoint)?;
+            let weights = super::distill::student_weights(&run)?;
+            (
+                config.net,
+                weights,
+                config.distill.sigma_init,
+                config.data.source,
+                config.distill.divergence,
+            )
+        };
+    let image_shape = net.image_shape();
     check_grid_arg(args, image_shape)?;
     let task = StudentSampleTask {
-        net: config.net.clone(),
-        weights: super::distill::student_weights(&run)?,
-        sigma_init: config.distill.sigma_init,
+        net,
+        weights,
+        sigma_init,
         n: args.n,
         seed: args.seed,
     };
@@ -313,14 +328,13 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
     write_outputs(
         args,
         &values,
-        &config.data.source,
+        &source,
         image_shape,
         "the student's weights are broken — distil again with lower lr_* (or resume an earlier checkpoint)",
     )?;
     eprintln!(
-        "wrote {} one-step samples (NFE 1, {}) to {}",
+        "wrote {} one-step samples (NFE 1, {what}) to {}",
         args.n,
-        config.distill.divergence,
         args.out.display()
     );
     Ok(())

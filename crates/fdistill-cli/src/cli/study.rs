@@ -18,7 +18,8 @@ pub enum StudyCommand {
     /// Mode coverage of the exact Gaussian-mixture student under every divergence: writes
     /// DIR/summary.csv, DIR/summary.md and one PNG per divergence.
     Exact(ExactArgs),
-    /// VarDiU's MoG-40 benchmark: VarDiU, Diff-Instruct, DMD2 and f-distill (reverse-kl,
+    /// VarDiU's MoG-40 benchmark: VarDiU (study budget and the reference's own run),
+    /// Diff-Instruct (its preset and with VarDiU's σ law), DMD2 and f-distill (reverse-kl,
     /// jensen-shannon, forward-kl) with the analytic and a learned MLP teacher; writes
     /// DIR/summary.csv, DIR/summary.md, sample scatters and metric curves.
     Mog40(Mog40Args),
@@ -31,13 +32,16 @@ pub struct Mog40Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Generator updates per run (the equal budget).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 3000)]
     pub steps: usize,
+    /// Generator updates of the `vardiu-reference` runs (the reference's own settings).
+    #[arg(long, default_value_t = 15000)]
+    pub reference_steps: usize,
     /// Number of seeds (0..N).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
     /// Generator updates between points of the metric curves.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
     /// Training steps of the learned MLP teacher.
     #[arg(long, default_value_t = 3000)]
@@ -54,13 +58,18 @@ pub struct Mog40Args {
     /// Hidden width of every network.
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
-    /// Comma-separated methods (vardiu, diff-instruct, dmd2, f-distill-reverse-kl,
-    /// f-distill-jensen-shannon, f-distill-forward-kl); default: all.
+    /// Comma-separated methods (vardiu, vardiu-reference, vardiu-image-range, diff-instruct,
+    /// diff-instruct-vardiu-law, dmd2, f-distill-reverse-kl, f-distill-jensen-shannon,
+    /// f-distill-forward-kl); default: all.
     #[arg(long)]
     pub methods: Option<String>,
     /// Comma-separated teachers (analytic, learned); default: both.
     #[arg(long)]
     pub teachers: Option<String>,
+    /// Reuse the finished runs in --out and continue its unfinished ones from their last
+    /// checkpoint (runs whose settings changed start afresh).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Arguments of `fdistill study exact`.
@@ -134,6 +143,7 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
     let config = mog40::Mog40Config {
         seeds: args.seeds,
         steps: args.steps,
+        reference_steps: args.reference_steps,
         eval_every: args.eval_every,
         teacher_steps: args.teacher_steps,
         eval_samples: args.eval_samples,
@@ -154,7 +164,28 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
         .expect("valid template"),
     );
     let start = Instant::now();
-    let result = mog40::run_and_write::<CpuBackend>(&config, &args.out, &mut |n| bar.inc(n))?;
+    let hooks = mog40::StudyHooks {
+        resume: args.resume,
+        progress: &mut |n| bar.inc(n),
+        finished: &mut |r| {
+            bar.suspend(|| {
+                eprintln!(
+                    "[{:.0} s] {} / {} / seed {}: {} after {} updates: log-density {:.2}, MMD² {:.4}, {} modes, {:.1} ms/update",
+                    start.elapsed().as_secs_f64(),
+                    r.teacher.label(),
+                    r.method.label(),
+                    r.seed,
+                    r.status,
+                    r.updates,
+                    r.final_point.log_density,
+                    r.final_point.mmd,
+                    r.final_point.modes,
+                    1e3 * r.seconds_per_iteration
+                )
+            })
+        },
+    };
+    let result = mog40::run_and_write::<CpuBackend>(&config, &args.out, hooks)?;
     bar.finish_and_clear();
     eprintln!(
         "{} runs in {:.1} s; wrote {}",

@@ -11,6 +11,7 @@ use super::DistillError;
 use super::driver::DriverConfig;
 use fdistill_core::schedule::{P_MEAN, P_STD, RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill_core::update::{LOGIT_CLAMP, RATIO_CLIP};
+use fdistill_core::vardiu_bound::{PowSchedule, VarDiuWeight, draw_vardiu_sigmas};
 use fdistill_divergence::Divergence;
 use fdistill_divergence::registry;
 
@@ -85,6 +86,17 @@ pub enum NoiseDistribution {
         /// Std of ln σ.
         p_std: f64,
     },
+    /// VarDiU's law (SPEC §7, [`vardiu_sigma`](fdistill_core::vardiu_bound::vardiu_sigma)):
+    /// `σ = σ_min + u^pow (σ_max − σ_min)`, `u ~ U[0, 1)`, pow following `pow` over generator
+    /// updates — the VarDiU reference gives its Diff-Instruct baseline this law.
+    Power {
+        /// Smallest σ.
+        sigma_min: f64,
+        /// Largest σ.
+        sigma_max: f64,
+        /// The pow schedule (over generator updates).
+        pow: PowSchedule,
+    },
 }
 
 impl NoiseDistribution {
@@ -139,6 +151,62 @@ impl NoiseDistribution {
                 }
                 Ok(NoiseSampler::LogNormal { p_mean, p_std })
             }
+            NoiseDistribution::Power {
+                sigma_min,
+                sigma_max,
+                pow,
+            } => {
+                if !(sigma_min.is_finite()
+                    && sigma_max.is_finite()
+                    && 0.0 < sigma_min
+                    && sigma_min < sigma_max)
+                {
+                    return bad(format!(
+                        "noise: the power law needs 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}"
+                    ));
+                }
+                pow.check()
+                    .map_err(|e| DistillError::Config(format!("noise: {e}")))?;
+                Ok(NoiseSampler::Power {
+                    sigma_min,
+                    sigma_max,
+                    pow,
+                })
+            }
+        }
+    }
+
+    /// The law in words, for tables.
+    pub fn describe(&self) -> String {
+        match self {
+            NoiseDistribution::KarrasGrid {
+                points,
+                sigma_min,
+                sigma_max,
+                lo,
+                hi,
+                ..
+            } => {
+                let s = self.sampler().map(|s| s.range()).ok();
+                let (a, b) = s.unwrap_or((*sigma_min, *sigma_max));
+                format!(
+                    "Karras grid ({points} pts, indices {:.1}–{:.1} %) σ ∈ [{a:.3}, {b:.1}]",
+                    100.0 * lo,
+                    100.0 * hi
+                )
+            }
+            NoiseDistribution::LogNormal { p_mean, p_std } => {
+                format!("ln σ ~ N({p_mean}, {p_std}²)")
+            }
+            NoiseDistribution::Power {
+                sigma_min,
+                sigma_max,
+                pow,
+            } => format!(
+                "σ = {sigma_min} + u^pow·{}, {}",
+                (sigma_max - sigma_min) as f32,
+                super::vardiu::pow_words(pow)
+            ),
         }
     }
 }
@@ -170,12 +238,32 @@ pub enum NoiseSampler {
         /// Std of ln σ.
         p_std: f64,
     },
+    /// VarDiU's power law.
+    Power {
+        /// Smallest σ.
+        sigma_min: f64,
+        /// Largest σ.
+        sigma_max: f64,
+        /// The pow schedule.
+        pow: PowSchedule,
+    },
 }
 
 impl NoiseSampler {
-    /// `n` draws of σ.
-    pub fn sample<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Vec<f64> {
+    /// `n` draws of σ after `generator_steps` generator updates (only the power law's pow
+    /// depends on it).
+    pub fn sample<R: Rng + ?Sized>(
+        &self,
+        n: usize,
+        generator_steps: usize,
+        rng: &mut R,
+    ) -> Vec<f64> {
         match self {
+            NoiseSampler::Power {
+                sigma_min,
+                sigma_max,
+                pow,
+            } => draw_vardiu_sigmas(n, pow.pow_at(generator_steps), *sigma_min, *sigma_max, rng),
             NoiseSampler::Grid { grid, first, last } => (0..n)
                 .map(|_| grid[rng.random_range(*first..*last)])
                 .collect(),
@@ -193,6 +281,11 @@ impl NoiseSampler {
             NoiseSampler::LogNormal { p_mean, p_std } => {
                 ((p_mean - 4.0 * p_std).exp(), (p_mean + 4.0 * p_std).exp())
             }
+            NoiseSampler::Power {
+                sigma_min,
+                sigma_max,
+                ..
+            } => (*sigma_min, *sigma_max),
         }
     }
 }
@@ -246,6 +339,12 @@ pub struct DistillConfig {
     pub noise: NoiseDistribution,
     /// Weighting of the fake score's DSM loss.
     pub dsm_weighting: DsmWeighting,
+    /// VarDiU's weight on the generator's gradient, in score units: with `Some(w)` the
+    /// direction becomes `w(σ)·(d_F − d_T)/σ²` (σ_max from the `power` noise law), as the
+    /// VarDiU reference's Diff-Instruct baseline (`train_dikl.py`); `None`: `d_F − d_T`
+    /// (SPEC §4). Needs `noise.type = "power"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vardiu_weight: Option<VarDiuWeight>,
     /// σ_init: the generator is `x0 = D_G(σ_init z; σ_init)`.
     pub sigma_init: f64,
     /// AdamW learning rate of the generator.
@@ -315,6 +414,7 @@ impl DistillConfig {
                 p_std: 1.2,
             },
             dsm_weighting: DsmWeighting::Uniform,
+            vardiu_weight: None,
             sigma_init: 4.0,
             lr_generator: 1e-3,
             lr_fake_score: 2e-3,
@@ -507,6 +607,13 @@ impl DistillConfig {
             ));
         }
         self.noise.sampler()?;
+        if self.vardiu_weight.is_some() && !matches!(self.noise, NoiseDistribution::Power { .. }) {
+            return bad(
+                "vardiu_weight needs VarDiU's noise law (noise.type = \"power\", whose sigma_max \
+                 normalises the weight); drop vardiu_weight or set the power law"
+                    .into(),
+            );
+        }
         if let Some(tb) = self.time_bins
             && (tb.bins == 0 || !(0.0..1.0).contains(&tb.beta))
         {

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::DistillError;
 use super::config::{
-    DistillConfig, DsmWeighting, FeatureSource, NoiseSampler, RatioSource, Surrogate,
+    DistillConfig, DsmWeighting, FeatureSource, NoiseDistribution, NoiseSampler, RatioSource,
+    Surrogate,
 };
 use super::driver::{
     AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grad_norm, grad_norm, load_trained,
@@ -35,6 +36,7 @@ use fdistill_core::losses::{gan_generator_loss, inject_gradient, inner_product_s
 use fdistill_core::random::standard_normal;
 use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstimator, RatioInput};
 use fdistill_core::update::{TimeBinnedNormaliser, clamp_logits, clip_ratio, dmd_normaliser};
+use fdistill_core::vardiu_bound::vardiu_weight;
 use fdistill_data::TrainingData;
 use fdistill_divergence::Divergence;
 use fdistill_divergence::weights::{WEIGHT_EPS, normalised_weights};
@@ -538,6 +540,17 @@ where
         } else {
             h
         };
+        // VarDiU's weight in score units (its Diff-Instruct baseline): × w(σ)/σ²
+        let wh = match (cfg.vardiu_weight, &cfg.noise) {
+            (Some(w), NoiseDistribution::Power { sigma_max, .. }) => {
+                let f: Vec<f64> = sigma
+                    .iter()
+                    .map(|&s| vardiu_weight(s, *sigma_max, w) / (s * s))
+                    .collect();
+                wh * host_tensor::<B, 1>(f, [batch], &self.device)
+            }
+            _ => wh,
+        };
         let g = ((d_f - d_t) * wh.unsqueeze_dim::<2>(1)).detach(); // [batch, dim]
 
         // L_G = surrogate(x0, g) + λ_GAN · mean softplus(−ℓ)
@@ -570,7 +583,7 @@ where
         let (b, d) = (self.config.batch_size, self.dim);
         let t = Instant::now();
         let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
-        let sigma = self.noise.sample(b, rng);
+        let sigma = self.noise.sample(b, self.state.generator_steps, rng);
         let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
         let labels = self.draw_labels(b, rng);
         m.time.sample_s = t.elapsed().as_secs_f64();
@@ -626,14 +639,15 @@ where
         let dev = self.device.clone();
         let t = Instant::now();
         let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
-        let sigma = host_tensor::<B, 1>(self.noise.sample(b, rng), [b], &dev);
+        let steps = self.state.generator_steps;
+        let sigma = host_tensor::<B, 1>(self.noise.sample(b, steps, rng), [b], &dev);
         let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
         let labels = self.draw_labels(b, rng);
         let real = (self.head.is_some()).then(|| {
             let (x_r, labels_r) = self.data.sample_labelled(b, rng);
             let x_r = host_tensor::<B, 2>(x_r, [b, d], &dev);
             let labels_r = labels_r.map(|l| label_tensor::<B>(&l, &dev));
-            let sigma_r = host_tensor::<B, 1>(self.noise.sample(b, rng), [b], &dev);
+            let sigma_r = host_tensor::<B, 1>(self.noise.sample(b, steps, rng), [b], &dev);
             let eps_r = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
             let real_t = x_r + eps_r * sigma_r.clone().unsqueeze_dim::<2>(1); // [b, d]
             (real_t, sigma_r, labels_r)

@@ -15,7 +15,6 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -29,89 +28,196 @@ use crate::teacher::{ema_decay, ema_update};
 use fdistill_core::denoiser::Denoiser;
 use fdistill_core::random::standard_normal;
 use fdistill_core::vardiu_bound::{
-    LatentPosterior, PowSchedule, VarDiuBatch, VarDiuWeight, antithetic_pairs, vardiu_loss,
-    vardiu_sigma, vardiu_weight,
+    LatentPosterior, PowSchedule, VarDiuBatch, VarDiuWeight, antithetic_pairs, draw_vardiu_sigmas,
+    vardiu_loss, vardiu_weight,
 };
 
 /// Everything VarDiU's trainer needs, validated by [`check`](Self::check).
+///
+/// **No image-range default.** The noise range `[sigma_min, sigma_max]` and `sigma_init`
+/// have no built-in values: VarDiU's σ range must match the data's scale (SPEC §7: the
+/// reference runs MoG-40, data std ≈ 23, with σ ∈ [0.1, 20]; EDM's [0.002, 80] is for images
+/// of std 0.5 and makes the bound blind to MoG-40's modes). Set them, take the
+/// [`mog40_reference`](Self::mog40_reference) preset, or derive them from the data with
+/// [`with_data_scale`](Self::with_data_scale); [`check`](Self::check) refuses a config
+/// without them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VarDiuConfig {
-    /// Latents per step; with `antithetic` the batch holds twice as many samples.
+    /// The preset this config started from (informational).
+    #[serde(default)]
+    pub preset: String,
+    /// Samples per generator update. With `antithetic` these are `batch_size / 2` latents,
+    /// each used twice (ε and −ε), so it must be even (the reference: 1024 = 512 × 2).
     pub batch_size: usize,
-    /// Antithetic pairs (z duplicated, ε and −ε), as the reference code.
+    /// Antithetic pairs (z duplicated, ε and −ε, the same σ), as the reference code.
     pub antithetic: bool,
-    /// Smallest noise level of [`vardiu_sigma`].
-    pub sigma_min: f64,
-    /// Largest noise level of [`vardiu_sigma`] (and the normaliser of w(σ)).
-    pub sigma_max: f64,
-    /// The annealing of `pow` in `σ = σ_min + u^pow (σ_max − σ_min)`.
+    /// Smallest noise level of [`vardiu_sigma`]; `None` until set or derived from the data.
+    pub sigma_min: Option<f64>,
+    /// Largest noise level of [`vardiu_sigma`] (and the normaliser of w(σ)); `None` until set
+    /// or derived from the data.
+    pub sigma_max: Option<f64>,
+    /// The schedule of `pow` in `σ = σ_min + u^pow (σ_max − σ_min)`.
     pub pow: PowSchedule,
-    /// The weight w(σ).
+    /// The weight w(σ) (`sigma2`, `sigma`, `sigma4`, `one`).
     pub weight: VarDiuWeight,
-    /// σ_init: the generator is `x0 = D_G(σ_init z; σ_init)`.
-    pub sigma_init: f64,
-    /// AdamW learning rate of the generator.
+    /// σ_init: the generator is `x0 = D_G(σ_init z; σ_init)`; `None` until set or derived.
+    pub sigma_init: Option<f64>,
+    /// Learning rate of the generator (Adam: AdamW with `weight_decay = 0`).
     pub lr_generator: f64,
-    /// AdamW learning rate of the posterior.
+    /// Learning rate of the posterior.
     pub lr_posterior: f64,
-    /// AdamW decoupled weight decay, both networks.
+    /// AdamW decoupled weight decay, both networks (0: Adam, as the reference).
     pub weight_decay: f64,
     /// Global gradient-norm clip, applied to each network's gradient separately.
     pub grad_clip: f64,
-    /// EMA decay of the generator.
+    /// EMA decay of the generator (0: no EMA, sampling uses the trained weights, as the
+    /// reference).
     pub ema_beta: f64,
     /// Fault-injection hook for tests: the loss of this step is multiplied by NaN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_nan_at_step: Option<usize>,
-    /// Loop settings (steps, checkpoints, logging, seed).
+    /// Loop settings (steps = generator updates, checkpoints, logging, seed).
     pub driver: DriverConfig,
 }
 
+/// The names [`VarDiuConfig::preset`] knows.
+pub const VARDIU_PRESETS: [&str; 2] = ["data-scale", "mog40-reference"];
+
+/// Ratio σ_max / σ_min of [`VarDiuConfig::with_data_scale`] (the reference's 20 / 0.1).
+pub const SIGMA_RANGE_RATIO: f64 = 200.0;
+
+/// Ratio σ_init / σ_max of [`VarDiuConfig::with_data_scale`] (80 / 20 on MoG-40).
+pub const SIGMA_INIT_RATIO: f64 = 4.0;
+
 impl Default for VarDiuConfig {
-    /// The reference code's settings (SPEC §7): antithetic pairs, pow annealed from 0.1,
-    /// w = (σ/σ_max)², Adam lr 1e−4 (here AdamW without decay), clip 10; σ ∈ [0.002, 80]
-    /// (EDM's range) and σ_init = 80 as f-distill's generator.
+    /// The [`data_scale`](Self::data_scale) preset: the reference's settings, noise range to
+    /// be set or derived from the data.
     fn default() -> Self {
-        VarDiuConfig {
-            batch_size: 256,
-            antithetic: true,
-            sigma_min: 0.002,
-            sigma_max: 80.0,
-            pow: PowSchedule::default(),
-            weight: VarDiuWeight::SigmaSquared,
-            sigma_init: 80.0,
-            lr_generator: 1e-4,
-            lr_posterior: 1e-4,
-            weight_decay: 0.0,
-            grad_clip: 10.0,
-            ema_beta: 0.99,
-            inject_nan_at_step: None,
-            driver: DriverConfig::default(),
-        }
+        Self::data_scale()
     }
 }
 
 impl VarDiuConfig {
+    /// The reference code's optimisation settings (`train_upper_diffusion.py`, SPEC §7):
+    /// batch 1024 in antithetic pairs, pow from 0.1 by 0.01 every 1000 updates to 2.0,
+    /// w = (σ/σ_max)², Adam lr 1e−4 for both networks, clip 10 each, no EMA — with the noise
+    /// range and σ_init left unset: [`with_data_scale`](Self::with_data_scale) derives them.
+    pub fn data_scale() -> Self {
+        VarDiuConfig {
+            preset: "data-scale".into(),
+            batch_size: 1024,
+            antithetic: true,
+            sigma_min: None,
+            sigma_max: None,
+            pow: PowSchedule::reference(2.0),
+            weight: VarDiuWeight::SigmaSquared,
+            sigma_init: None,
+            lr_generator: 1e-4,
+            lr_posterior: 1e-4,
+            weight_decay: 0.0,
+            grad_clip: 10.0,
+            ema_beta: 0.0,
+            inject_nan_at_step: None,
+            driver: DriverConfig {
+                steps: 15_000,
+                checkpoint_every: 1000,
+                log_every: 100,
+                seed: 0,
+            },
+        }
+    }
+
+    /// The reference's MoG-40 run (README, `run_seeds.sh`): [`data_scale`](Self::data_scale)
+    /// with σ ∈ [0.1, 20], power 2.0, and σ_init = 80 (our generator is a copy of the teacher
+    /// evaluated at σ_init; the reference's is a fresh MLP of z). 15 000 updates.
+    pub fn mog40_reference() -> Self {
+        VarDiuConfig {
+            preset: "mog40-reference".into(),
+            sigma_min: Some(0.1),
+            sigma_max: Some(20.0),
+            sigma_init: Some(80.0),
+            ..Self::data_scale()
+        }
+    }
+
+    /// The preset called `name` (one of [`VARDIU_PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self, DistillError> {
+        match name {
+            "data-scale" => Ok(Self::data_scale()),
+            "mog40-reference" => Ok(Self::mog40_reference()),
+            other => Err(DistillError::Config(format!(
+                "unknown VarDiU preset `{other}`; known: {}",
+                VARDIU_PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// Fills the unset noise settings from the data's scale `sigma_data` (its per-coordinate
+    /// standard deviation): `σ_max = σ_data`, `σ_min = σ_max / 200`, `σ_init = 4 σ_max`.
+    /// On MoG-40 (σ_data ≈ 23) this gives ≈ [0.11, 23] and σ_init ≈ 92, next to the
+    /// reference's [0.1, 20] and our 80. Values already set are kept.
+    pub fn with_data_scale(mut self, sigma_data: f64) -> Self {
+        let sigma_max = *self.sigma_max.get_or_insert(sigma_data);
+        self.sigma_min.get_or_insert(sigma_max / SIGMA_RANGE_RATIO);
+        self.sigma_init.get_or_insert(SIGMA_INIT_RATIO * sigma_max);
+        self
+    }
+
+    /// `(σ_min, σ_max)`; call after [`check`](Self::check).
+    pub fn sigma_range(&self) -> (f64, f64) {
+        (
+            self.sigma_min.unwrap_or(f64::NAN),
+            self.sigma_max.unwrap_or(f64::NAN),
+        )
+    }
+
+    /// σ_init; call after [`check`](Self::check).
+    pub fn sigma_init(&self) -> f64 {
+        self.sigma_init.unwrap_or(f64::NAN)
+    }
+
+    /// The σ law in words, for tables: `σ = 0.1 + u^pow·19.9, pow 0.1→2 (+0.01/1000), w = (σ/20)²`.
+    pub fn sigma_law(&self) -> String {
+        let (lo, hi) = self.sigma_range();
+        format!(
+            "σ = {lo} + u^pow·{}, {}, w = {}",
+            fmt_num(hi - lo),
+            pow_words(&self.pow),
+            weight_words(self.weight, hi)
+        )
+    }
+
     /// Validates every field; call before any tensor exists.
     pub fn check(self) -> Result<Self, DistillError> {
         let bad = |m: String| Err(DistillError::Config(format!("vardiu: {m}")));
-        if self.batch_size == 0 {
-            return bad("batch_size must be ≥ 1".into());
-        }
-        if !(self.sigma_min.is_finite()
-            && self.sigma_max.is_finite()
-            && self.sigma_min > 0.0
-            && self.sigma_min < self.sigma_max)
-        {
+        let (Some(lo), Some(hi), Some(init)) = (self.sigma_min, self.sigma_max, self.sigma_init)
+        else {
             return bad(format!(
-                "need 0 < sigma_min < sigma_max, got {} and {}; the reference uses [0.002, 80]",
-                self.sigma_min, self.sigma_max
+                "the noise range is not set (sigma_min {:?}, sigma_max {:?}, sigma_init {:?}). \
+                 VarDiU's σ range must match the data's scale — there is no image-range default: \
+                 set sigma_min/sigma_max/sigma_init, use the `mog40-reference` preset \
+                 (σ ∈ [0.1, 20], σ_init 80), or derive them from the data's std with \
+                 with_data_scale (σ_max = σ_data, σ_min = σ_max/200, σ_init = 4 σ_max; \
+                 `fdistill distill --method vardiu` does this)",
+                self.sigma_min, self.sigma_max, self.sigma_init
+            ));
+        };
+        if self.batch_size == 0 || (self.antithetic && !self.batch_size.is_multiple_of(2)) {
+            return bad(format!(
+                "batch_size must be ≥ 1, and even with antithetic pairs (latents × 2), got {}",
+                self.batch_size
+            ));
+        }
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo < hi) {
+            return bad(format!(
+                "need 0 < sigma_min < sigma_max, got {lo} and {hi}; choose them from the data's \
+                 scale (MoG-40, std ≈ 23: the reference's [0.1, 20])"
             ));
         }
         self.pow.check().map_err(DistillError::Config)?;
         for (name, v) in [
-            ("sigma_init", self.sigma_init),
+            ("sigma_init", init),
             ("lr_generator", self.lr_generator),
             ("lr_posterior", self.lr_posterior),
             ("grad_clip", self.grad_clip),
@@ -127,10 +233,46 @@ impl VarDiuConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.ema_beta) {
-            return bad(format!("ema_beta must be in [0, 1), got {}", self.ema_beta));
+            return bad(format!(
+                "ema_beta must be in [0, 1) (0: no EMA), got {}",
+                self.ema_beta
+            ));
         }
         let driver = self.driver.clone().check()?;
         Ok(VarDiuConfig { driver, ..self })
+    }
+}
+
+/// A number without trailing zeros (`19.9`, `0.1`, `1000`).
+fn fmt_num(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// The pow schedule in words: `pow 0.1→2 (+0.01/1000)` or `pow 2`.
+pub fn pow_words(p: &PowSchedule) -> String {
+    if p.raises() == 0 {
+        format!("pow {}", fmt_num(p.start))
+    } else {
+        format!(
+            "pow {}→{} (+{}/{})",
+            fmt_num(p.start),
+            fmt_num(p.pow_at(usize::MAX / 2)),
+            fmt_num(p.increment),
+            p.period
+        )
+    }
+}
+
+/// The weight in words: `(σ/20)²`, `σ/20`, `(σ/20)⁴`, `1`.
+pub fn weight_words(w: VarDiuWeight, sigma_max: f64) -> String {
+    let m = fmt_num(sigma_max);
+    match w {
+        VarDiuWeight::SigmaSquared => format!("(σ/{m})²"),
+        VarDiuWeight::Sigma => format!("σ/{m}"),
+        VarDiuWeight::SigmaFourth => format!("(σ/{m})⁴"),
+        VarDiuWeight::One => "1".into(),
     }
 }
 
@@ -291,12 +433,12 @@ where
 
         // 1. latents, noise levels σ = σ_min + u^pow (σ_max − σ_min), noise; antithetic pairs
         let t = Instant::now();
-        let pow = cfg.pow.pow_at(step - 1);
+        let pow = cfg.pow.pow_at(self.state.generator_steps);
+        let (sigma_min, sigma_max) = cfg.sigma_range();
+        let n = if cfg.antithetic { n / 2 } else { n };
         let z = standard_normal(n * d, rng);
         let eps = standard_normal(n * d, rng);
-        let sigma: Vec<f64> = (0..n)
-            .map(|_| vardiu_sigma(rng.random::<f64>(), pow, cfg.sigma_min, cfg.sigma_max))
-            .collect();
+        let sigma = draw_vardiu_sigmas(n, pow, sigma_min, sigma_max, rng);
         let (z, eps, sigma) = if cfg.antithetic {
             antithetic_pairs(&z, &eps, &sigma)
         } else {
@@ -305,14 +447,14 @@ where
         let b = sigma.len();
         let weight: Vec<f64> = sigma
             .iter()
-            .map(|s| vardiu_weight(*s, cfg.sigma_max, cfg.weight))
+            .map(|s| vardiu_weight(*s, sigma_max, cfg.weight))
             .collect();
         time.sample_s = t.elapsed().as_secs_f64();
 
         // 2. the loss: −w log q_φ(z | x_t) + injected −w log p_σ(x_t), x_t = G(z) + σε
         let t = Instant::now();
         let z = host_tensor::<B, 2>(z, [b, d], &dev);
-        let x0 = one_step_generate(&self.generator, z.clone(), cfg.sigma_init, None); // [b, d]
+        let x0 = one_step_generate(&self.generator, z.clone(), cfg.sigma_init(), None); // [b, d]
         let out = vardiu_loss(
             VarDiuBatch {
                 z,
@@ -448,6 +590,11 @@ where
         latents: Tensor<B::InnerBackend, 2>,
         labels: Option<Tensor<B::InnerBackend, 1, Int>>,
     ) -> Tensor<B::InnerBackend, 2> {
-        one_step_generate(&self.generator_ema, latents, self.config.sigma_init, labels)
+        one_step_generate(
+            &self.generator_ema,
+            latents,
+            self.config.sigma_init(),
+            labels,
+        )
     }
 }
