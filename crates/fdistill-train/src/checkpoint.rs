@@ -3,11 +3,16 @@
 //! ```text
 //! RUN/
 //!   config.json              the resolved configuration (written before training starts)
-//!   metrics.jsonl            one JSON object per logged step, appended
+//!   metrics.jsonl            one JSON object per logged step, appended; no wall-clock times, so
+//!                            the same seed gives the same bytes (and so does a resumed run)
+//!   timing.jsonl             wall-clock times of the logged steps (elapsed, per phase)
+//!   .fdistill.lock           the writer's advisory lock (see [`crate::guard`])
 //!   checkpoint/
 //!     model.safetensors      the trained weights (f32, tensor names = module paths)
 //!     ema.safetensors        the EMA weights: what sampling and distillation use
-//!     state.json             step, RNG state and other training state
+//!     optim.mpk              the AdamW state (moments, step counts)
+//!     state.json             step and other training state
+//!     driver.json            the loop's step and RNG (see [`crate::distill::driver`])
 //! ```
 //!
 //! Every file is written atomically (a temporary file in the same directory, then a
@@ -126,6 +131,14 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The run directory at `root`, creating and checking nothing (a [`crate::guard::RunGuard`]
+    /// has done both).
+    pub fn at(root: &Path) -> RunDir {
+        RunDir {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// Creates (or reuses) `root` and its `checkpoint/` subdirectory.
     pub fn create(root: &Path) -> Result<RunDir, CheckpointError> {
         let run = RunDir {
@@ -143,7 +156,7 @@ impl RunDir {
         if !root.is_dir() {
             return Err(CheckpointError::Missing {
                 path: root.to_path_buf(),
-                hint: "pass the --out directory of a finished `fdistill teacher train` run".into(),
+                hint: "no such run directory; pass the --out directory of an earlier run".into(),
             });
         }
         if !run.config_path().is_file() {
@@ -170,6 +183,11 @@ impl RunDir {
         self.root.join("metrics.jsonl")
     }
 
+    /// `RUN/timing.jsonl`.
+    pub fn timing_path(&self) -> PathBuf {
+        self.root.join("timing.jsonl")
+    }
+
     /// `RUN/checkpoint/`.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.root.join("checkpoint")
@@ -192,16 +210,26 @@ impl RunDir {
 
     /// Appends one JSON line to `metrics.jsonl`.
     pub fn append_metrics<T: Serialize>(&self, record: &T) -> Result<(), CheckpointError> {
-        let path = self.metrics_path();
-        let mut line = serde_json::to_string(record).expect("metrics serialise");
-        line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        f.write_all(line.as_bytes()).map_err(io_err(&path))
+        append_json_line(&self.metrics_path(), record)
     }
+
+    /// Appends one JSON line to `timing.jsonl`.
+    pub fn append_timing<T: Serialize>(&self, record: &T) -> Result<(), CheckpointError> {
+        append_json_line(&self.timing_path(), record)
+    }
+}
+
+/// Appends `record` as one JSON line with a single `write` (a line is never split between
+/// two writes, so an abrupt exit leaves whole lines, or a last line without its newline).
+fn append_json_line<T: Serialize>(path: &Path, record: &T) -> Result<(), CheckpointError> {
+    let mut line = serde_json::to_string(record).expect("metrics serialise");
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(line.as_bytes()).map_err(io_err(path))
 }
 
 /// Writes pretty JSON atomically.

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use fdistill::backends::CpuBackend;
 use fdistill::studies::exact::{self, ExactStudyConfig};
 use fdistill::studies::mog40;
+use fdistill::train::guard::{RunGuard, WriteMode};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
@@ -27,9 +28,14 @@ pub enum StudyCommand {
 /// Arguments of `fdistill study mog40`.
 #[derive(Debug, Args)]
 pub struct Mog40Args {
-    /// Output directory (created if missing).
+    /// Output directory (created if missing). A directory that holds an earlier study (its
+    /// config.json) is refused unless --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the study in --out (its config.json and summaries are deleted first; figures of
+    /// the same names are rewritten).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Generator updates per run (the equal budget).
     #[arg(long, default_value_t = 400)]
     pub steps: usize,
@@ -69,9 +75,14 @@ pub struct ExactArgs {
     /// Target: ring8-unbalanced or bimodal-1d.
     #[arg(long, default_value = "ring8-unbalanced")]
     pub target: String,
-    /// Output directory (created if missing).
+    /// Output directory (created if missing). A directory that holds an earlier study (its
+    /// config.json) is refused unless --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the study in --out (its config.json and summaries are deleted first; figures of
+    /// the same names are rewritten).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Number of seeds (0..N).
     #[arg(long, default_value_t = 5)]
     pub seeds: u64,
@@ -98,6 +109,19 @@ fn split_specs(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// What a study writes besides config.json (deleted by `--overwrite`).
+const STUDY_FILES: [&str; 3] = ["summary.csv", "summary.md", "summary.json"];
+
+/// One writer per study directory, and no silent overwrite of an earlier study.
+fn lock_study(out: &std::path::Path, overwrite: bool) -> Result<RunGuard, CliError> {
+    super::run_guard::acquire(
+        out,
+        WriteMode::from_flags(false, overwrite),
+        &STUDY_FILES,
+        "",
+    )
 }
 
 /// Runs `fdistill study`.
@@ -146,6 +170,7 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
     }
     .check()
     .map_err(usage)?;
+    let _guard = lock_study(&args.out, args.overwrite)?;
     let bar = ProgressBar::new(mog40::total_ticks(&config));
     bar.set_style(
         ProgressStyle::with_template(
@@ -182,6 +207,7 @@ fn run_exact(args: ExactArgs) -> Result<(), CliError> {
     let study = config
         .check()
         .map_err(|e| CliError::Usage(format!("{e:#}")))?;
+    let _guard = lock_study(&args.out, args.overwrite)?;
     let bar = ProgressBar::new(exact::total_steps(&study));
     bar.set_style(
         ProgressStyle::with_template(

@@ -260,8 +260,10 @@ pub struct DistillConfig {
     pub grad_clip_generator: f64,
     /// EMA decay of the generator (effective `min(β, (1+t)/(10+t))` at generator step t).
     pub ema_beta: f64,
-    /// Fault-injection hook for tests: the loss of this iteration is multiplied by NaN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fault-injection hook for tests, set in code: the loss of this iteration is multiplied
+    /// by NaN. Not a config key (never read from or written to a file), so it stays out of
+    /// the user-facing list of keys.
+    #[serde(skip)]
     pub inject_nan_at_step: Option<usize>,
     /// Loop settings (steps, checkpoints, logging, seed).
     pub driver: DriverConfig,

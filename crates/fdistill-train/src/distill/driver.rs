@@ -8,14 +8,20 @@
 //! - the step counter and the RNG (ChaCha8, saved with every checkpoint);
 //! - the non-finite check: a step whose [`StepMetrics::non_finite`] names a quantity stops
 //!   training *before* anything is written, so the last checkpoint stays intact;
-//! - `metrics.jsonl` (one line every `log_every` steps; truncated to the checkpoint on resume);
+//! - `metrics.jsonl` (one line every `log_every` steps; truncated to the checkpoint on resume),
+//!   free of wall-clock times, which go to `timing.jsonl` ([`StepMetrics::wall_times`]);
 //! - checkpoints every `checkpoint_every` steps and at the end, written to `checkpoint.tmp/`
 //!   and renamed over `checkpoint/`, so a crash mid-write never leaves a torn checkpoint;
 //! - exact resume: with the same config, an interrupted-and-resumed run writes the same
-//!   metrics as an uninterrupted one.
+//!   `metrics.jsonl` and checkpoint files, byte for byte, as an uninterrupted one;
+//! - a clean stop: an observer returning [`StopRequested`] (the CLI's Ctrl-C) gets a
+//!   checkpoint of the step just done and [`DistillError::Interrupted`].
 //!
-//! Progress bars and console output live in the caller, through the observer.
+//! The loop itself is [`run_training`], generic over [`Trainable`]; the EDM teacher
+//! ([`crate::teacher::EdmTeacher`]) runs in it too. Progress bars and console output live in
+//! the caller, through the observer.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,10 +42,20 @@ use crate::checkpoint::{CheckpointError, RunDir, read_json, write_atomic, write_
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What every method's per-step metrics must offer the driver.
+///
+/// **Wall-clock times** do not belong in the serialised metrics: `metrics.jsonl` must be the
+/// same bytes for the same seed (and for an interrupted-and-resumed run). A method that
+/// measures its phases skips them in `Serialize` and returns them from
+/// [`wall_times`](Self::wall_times); the driver writes them to `timing.jsonl`.
 pub trait StepMetrics: Serialize + Clone + std::fmt::Debug {
     /// The first non-finite quantity of this step, as `(name, value)` (e.g.
     /// `("generator loss", NaN)`), or `None` when every loss and gradient norm is finite.
     fn non_finite(&self) -> Option<(String, f64)>;
+
+    /// Wall-clock times of this step (any JSON), for `timing.jsonl`; `None` by default.
+    fn wall_times(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A distillation method: the objective, its networks and their optimisers. The loop around
@@ -74,6 +90,64 @@ pub trait DistillMethod<B: AutodiffBackend> {
         labels: Option<Tensor<B::InnerBackend, 1, Int>>,
     ) -> Tensor<B::InnerBackend, 2>;
 }
+
+/// Anything the checkpointed loop [`run_training`] can drive: one step at a time, saved and
+/// restored whole. Every [`DistillMethod`] is one (through [`run_distillation`]); so is the
+/// EDM teacher ([`crate::teacher::EdmTeacher`]).
+pub trait Trainable {
+    /// What one step reports.
+    type Metrics: StepMetrics;
+
+    /// Short name saved with the checkpoint; resuming a checkpoint of another name is refused.
+    fn name(&self) -> &'static str;
+
+    /// One step (1-based), drawing all randomness from `rng`.
+    fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<Self::Metrics, DistillError>;
+
+    /// Writes the whole training state into `dir` (which exists).
+    fn save(&self, dir: &Path) -> Result<(), CheckpointError>;
+
+    /// Restores what [`save`](Self::save) wrote.
+    fn load(&mut self, dir: &Path) -> Result<(), CheckpointError>;
+
+    /// What to change when a step is non-finite (ends the [`DistillError::NonFinite`] message).
+    fn non_finite_hint(&self) -> &'static str {
+        "Lower the learning rates (lr_*) or lambda_gan"
+    }
+}
+
+/// A [`DistillMethod`] seen as a [`Trainable`].
+struct MethodLoop<'a, B, D>(&'a mut D, PhantomData<B>);
+
+impl<B: AutodiffBackend, D: DistillMethod<B>> Trainable for MethodLoop<'_, B, D> {
+    type Metrics = D::Metrics;
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<Self::Metrics, DistillError> {
+        self.0.step(step, rng)
+    }
+    fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+        self.0.save(dir)
+    }
+    fn load(&mut self, dir: &Path) -> Result<(), CheckpointError> {
+        self.0.load(dir)
+    }
+}
+
+/// What an observer returns to stop training cleanly (on Ctrl-C, say): the driver writes a
+/// checkpoint of the step just finished (unless it has just written one) and returns
+/// [`DistillError::Interrupted`], from which `--resume` continues exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequested;
+
+impl std::fmt::Display for StopRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stop requested")
+    }
+}
+
+impl std::error::Error for StopRequested {}
 
 /// Loop settings shared by every method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +235,17 @@ struct MetricsLine<'a, M: Serialize> {
     metrics: &'a M,
 }
 
+/// One `timing.jsonl` line: wall-clock seconds since this process started the loop, the
+/// loop's rate so far, and the method's own times.
+#[derive(Serialize)]
+struct TimingLine {
+    step: usize,
+    elapsed_s: f64,
+    steps_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<serde_json::Value>,
+}
+
 const DRIVER_FILE: &str = "driver.json";
 
 /// The directory holding the newest complete checkpoint of `run`: `checkpoint/`, or
@@ -176,7 +261,9 @@ pub fn latest_checkpoint(run: &RunDir) -> Result<PathBuf, CheckpointError> {
     }
     Err(CheckpointError::Missing {
         path: current.join(DRIVER_FILE),
-        hint: "the run has no distillation checkpoint yet; start it without --resume".into(),
+        hint: "the run stopped before its first checkpoint, so there is nothing to resume; \
+               start it again with --overwrite"
+            .into(),
     })
 }
 
@@ -187,10 +274,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-/// Writes a complete checkpoint into `checkpoint.tmp/`, then swaps it in with renames.
-fn write_checkpoint<B: AutodiffBackend, D: DistillMethod<B>>(
+/// Writes a complete checkpoint into `checkpoint.tmp/`, then swaps it in with renames. At
+/// every instant `checkpoint/` or `checkpoint.old/` holds a complete checkpoint
+/// ([`latest_checkpoint`] finds it), so an abrupt exit (a second Ctrl-C, a crash) mid-write
+/// never costs the last good one.
+fn write_checkpoint<T: Trainable + ?Sized>(
     run: &RunDir,
-    method: &D,
+    method: &T,
     state: &DriverState,
 ) -> Result<(), CheckpointError> {
     let root = run.root();
@@ -216,31 +306,40 @@ fn write_checkpoint<B: AutodiffBackend, D: DistillMethod<B>>(
     Ok(())
 }
 
-/// Keeps the `metrics.jsonl` lines of steps ≤ `step` (a resumed run rewrites the rest).
-fn truncate_metrics(run: &RunDir, step: usize) -> Result<(), CheckpointError> {
-    let path = run.metrics_path();
+/// Keeps the lines of a JSON-lines file (`metrics.jsonl`, `timing.jsonl`) of steps ≤ `step`
+/// (a resumed run rewrites the rest). A last line without its newline (the process ended
+/// mid-write) is dropped; any other unreadable line is an error.
+fn truncate_jsonl(path: &Path, step: usize) -> Result<(), CheckpointError> {
     if !path.exists() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut kept = String::new();
-    for line in text.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| CheckpointError::Corrupt {
-                path: path.clone(),
-                reason: format!("bad metrics line `{line}`: {e}"),
-            })?;
+    let complete = text.ends_with('\n');
+    let n_lines = text.lines().count();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if i + 1 == n_lines && !complete => break,
+            Err(e) => {
+                return Err(CheckpointError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("bad line {} `{line}`: {e}", i + 1),
+                });
+            }
+        };
         if v["step"].as_u64().is_some_and(|s| s as usize <= step) {
             kept.push_str(line);
             kept.push('\n');
         }
     }
-    write_atomic(&path, kept.as_bytes())
+    write_atomic(path, kept.as_bytes())
 }
 
 /// Runs `method` for `config.steps` iterations in `run`, or continues the run from its last
 /// checkpoint when `resume` is set. `observe` runs after every step (progress bars, console);
-/// an error from it stops training.
+/// an error from it stops training, and [`StopRequested`] stops it cleanly after a
+/// checkpoint ([`DistillError::Interrupted`]).
 ///
 /// Errors: [`DistillError::NonFinite`] names the step and the quantity; nothing of that step
 /// is written, so the previous checkpoint is intact and loadable.
@@ -249,12 +348,45 @@ pub fn run_distillation<B, D, F>(
     config: &DriverConfig,
     run: &RunDir,
     resume: bool,
-    mut observe: F,
+    observe: F,
 ) -> Result<DriverSummary, DistillError>
 where
     B: AutodiffBackend,
     D: DistillMethod<B>,
     F: FnMut(&StepReport<'_, D::Metrics>) -> Result<(), BoxError>,
+{
+    run_training(
+        &mut MethodLoop(method, PhantomData),
+        config,
+        run,
+        resume,
+        observe,
+    )
+}
+
+/// The checkpointed loop of any [`Trainable`] (the driver of [`run_distillation`], and of
+/// teacher training):
+///
+/// 1. one step; a non-finite metric stops training before anything of the step is written;
+/// 2. a `metrics.jsonl` line every `log_every` steps and at the last (its wall-clock times to
+///    `timing.jsonl`);
+/// 3. a checkpoint every `checkpoint_every` steps and at the last;
+/// 4. the observer; [`StopRequested`] from it writes a checkpoint (if step 3 did not) and
+///    returns [`DistillError::Interrupted`].
+///
+/// With `resume`, the newest checkpoint is loaded (its name must match), the metrics past it
+/// are dropped, and the loop continues from the saved step and RNG: the same metrics and
+/// weights, byte for byte, as a run that was never interrupted.
+pub fn run_training<T, F>(
+    method: &mut T,
+    config: &DriverConfig,
+    run: &RunDir,
+    resume: bool,
+    mut observe: F,
+) -> Result<DriverSummary, DistillError>
+where
+    T: Trainable,
+    F: FnMut(&StepReport<'_, T::Metrics>) -> Result<(), BoxError>,
 {
     let config = config.clone().check()?;
     let mut state = if resume {
@@ -275,12 +407,13 @@ where
             )));
         }
         method.load(&dir)?;
-        truncate_metrics(run, state.step)?;
+        truncate_jsonl(&run.metrics_path(), state.step)?;
+        truncate_jsonl(&run.timing_path(), state.step)?;
         state
     } else {
         if latest_checkpoint(run).is_ok() {
             return Err(DistillError::Resume(format!(
-                "`{}` already holds a distillation checkpoint; continue it with --resume or choose a new --out",
+                "`{}` already holds a checkpoint; continue it with --resume or choose a new --out",
                 run.root().display()
             )));
         }
@@ -309,6 +442,7 @@ where
                 quantity,
                 value,
                 last_checkpoint,
+                hint: method.non_finite_hint(),
             });
         }
 
@@ -319,6 +453,13 @@ where
                 step,
                 metrics: &metrics,
             })?;
+            let elapsed_s = start.elapsed().as_secs_f64();
+            run.append_timing(&TimingLine {
+                step,
+                elapsed_s,
+                steps_per_s: (step + 1 - first_step) as f64 / elapsed_s.max(1e-9),
+                time: metrics.wall_times(),
+            })?;
         }
         let checkpointed = step % config.checkpoint_every == 0 || last;
         if checkpointed {
@@ -326,14 +467,25 @@ where
             last_checkpoint = format!("step {step}");
         }
 
-        // 4. the caller's progress and logging
-        observe(&StepReport {
+        // 4. the caller's progress and logging; a stop request ends the loop after a checkpoint
+        if let Err(e) = observe(&StepReport {
             step,
             total_steps: config.steps,
             metrics: &metrics,
             checkpointed,
-        })
-        .map_err(DistillError::Observer)?;
+        }) {
+            if !e.is::<StopRequested>() {
+                return Err(DistillError::Observer(e));
+            }
+            if !checkpointed {
+                write_checkpoint(run, method, &state)?;
+            }
+            return Err(DistillError::Interrupted {
+                step,
+                total_steps: config.steps,
+                checkpoint: run.checkpoint_dir(),
+            });
+        }
     }
     Ok(DriverSummary {
         first_step,
@@ -399,8 +551,11 @@ pub fn load_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// Saves an AdamW state (moments and step counts) for `module` to `path`, atomically.
 ///
 /// Burn keys optimiser state by runtime [`ParamId`]s, which a freshly built network does not
-/// share; the file therefore keys each entry by the parameter's position in visiting order,
-/// and [`load_adamw`] maps positions back onto the ids of the module it restores into.
+/// share; the file therefore stores one entry per parameter *position* in visiting order (a
+/// list, `None` for a parameter without state), and [`load_adamw`] maps positions back onto
+/// the ids of the module it restores into. A list, unlike burn's own map, serialises in one
+/// order, so the same state gives the same bytes (an exactly resumed run can be compared
+/// byte for byte).
 pub fn save_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     optim: &AdamWOptimizer<B, M>,
     module: &M,
@@ -408,12 +563,7 @@ pub fn save_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
 ) -> Result<(), CheckpointError> {
     let ids = param_ids::<B, M>(module);
     let mut record = optim.to_record();
-    let mut by_position: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Default::default();
-    for (i, id) in ids.iter().enumerate() {
-        if let Some(r) = record.remove(id) {
-            by_position.insert(ParamId::from(i as u64), r);
-        }
-    }
+    let by_position: Vec<Option<_>> = ids.iter().map(|id| record.remove(id)).collect();
     let bytes = Recorder::<B>::record(
         &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
         by_position,
@@ -426,7 +576,20 @@ pub fn save_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     write_atomic(path, &bytes)
 }
 
-/// Restores an AdamW state written by [`save_adamw`] onto `module`'s parameters.
+/// Decodes a positional optimiser state as [`save_adamw`] writes it.
+fn decode_positions<B: Backend, V: burn::record::Record<B>>(
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> Result<Vec<Option<V>>, burn::record::RecorderError> {
+    Recorder::<B>::load(
+        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+        bytes,
+        device,
+    )
+}
+
+/// Restores an AdamW state written by [`save_adamw`] onto `module`'s parameters (or one in
+/// the earlier format, a map keyed by position).
 pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     optim: AdamWOptimizer<B, M>,
     module: &M,
@@ -440,31 +603,49 @@ pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
         });
     }
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let mut by_position: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Recorder::<B>::load(
-        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
-        bytes,
-        device,
-    )
-    .map_err(|e| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("cannot decode the optimiser state: {e}"),
-    })?;
     let ids = param_ids::<B, M>(module);
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut record: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Default::default();
-    for (i, id) in ids.iter().enumerate() {
-        if let Some(r) = by_position.remove(&ParamId::from(i as u64)) {
-            record.insert(*id, r);
+    match decode_positions::<B, _>(bytes.clone(), device) {
+        Ok(list) => {
+            if list.len() != ids.len() {
+                return Err(corrupt(format!(
+                    "optimiser state for {} parameters, but the network has {}",
+                    list.len(),
+                    ids.len()
+                )));
+            }
+            for (id, r) in ids.iter().zip(list) {
+                if let Some(r) = r {
+                    record.insert(*id, r);
+                }
+            }
         }
-    }
-    if let Some(k) = by_position.keys().next() {
-        return Err(CheckpointError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "optimiser state for parameter #{} which the network (with {} parameters) lacks",
-                k.val(),
-                ids.len()
-            ),
-        });
+        Err(list_err) => {
+            // The earlier format: a map from positions (as ParamIds) to states.
+            let mut by_position: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record =
+                Recorder::<B>::load(
+                    &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+                    bytes,
+                    device,
+                )
+                .map_err(|_| corrupt(format!("cannot decode the optimiser state: {list_err}")))?;
+            for (i, id) in ids.iter().enumerate() {
+                if let Some(r) = by_position.remove(&ParamId::from(i as u64)) {
+                    record.insert(*id, r);
+                }
+            }
+            if let Some(k) = by_position.keys().next() {
+                return Err(corrupt(format!(
+                    "optimiser state for parameter #{} which the network (with {} parameters) lacks",
+                    k.val(),
+                    ids.len()
+                )));
+            }
+        }
     }
     Ok(optim.load_record(record))
 }
