@@ -85,7 +85,7 @@ const TEACHER_FILES: [&str; 7] = [
     "metrics.jsonl",
     "checkpoint/model.safetensors",
     "checkpoint/ema.safetensors",
-    "checkpoint/optim.mpk",
+    "checkpoint/optim.safetensors",
     "checkpoint/state.json",
     "checkpoint/driver.json",
 ];
@@ -433,9 +433,9 @@ const STUDENT_FILES: [&str; 11] = [
     "checkpoint/generator_ema.safetensors",
     "checkpoint/fake_score.safetensors",
     "checkpoint/discriminator.safetensors",
-    "checkpoint/optim_generator.mpk",
-    "checkpoint/optim_fake_score.mpk",
-    "checkpoint/optim_discriminator.mpk",
+    "checkpoint/optim_generator.safetensors",
+    "checkpoint/optim_fake_score.safetensors",
+    "checkpoint/optim_discriminator.safetensors",
     "checkpoint/fdistill.json",
     "checkpoint/driver.json",
 ];

@@ -366,6 +366,12 @@ fn npy_header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// Loads a 2-D NPY array (format version 1.0, 2.0 or 3.0; dtype `<f4` or `<f8`; C order).
 pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
+    parse_npy(&bytes, path)
+}
+
+/// Parses NPY bytes as [`load_npy`] does; `path` only names the source in errors. Sizes are
+/// checked against the bytes present before anything is allocated.
+pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<Dataset, DataError> {
     let bad = |reason: String| DataError::Npy {
         path: path.to_path_buf(),
         reason,
@@ -754,21 +760,48 @@ pub fn load_image_source(spec: &str) -> Result<ImageSet, DataError> {
                 .into(),
         ));
     };
+    prepare_images(set, side).map_err(bad)
+}
+
+/// What [`load_image_source`] does to a loaded set: pad to the square [`padded_side`] of its
+/// larger side, then with `side` box-downsample to `side × side`. The padded size is checked
+/// against [`MAX_FOLDER_VALUES`](crate::images::MAX_FOLDER_VALUES) before it is allocated;
+/// the error is the reason (the caller names the source).
+pub fn prepare_images(set: ImageSet, side: Option<usize>) -> Result<ImageSet, String> {
     let padded = padded_side(set.height.max(set.width));
+    if set.height == 0 || set.width == 0 || set.channels == 0 {
+        return Err(format!(
+            "the images are {}×{} with {} channels; nothing to train on",
+            set.height, set.width, set.channels
+        ));
+    }
+    let values = [set.n, set.channels, padded, padded]
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .filter(|&v| v <= crate::images::MAX_FOLDER_VALUES);
+    if values.is_none() {
+        return Err(format!(
+            "{} images padded to {padded}×{padded} exceed {} values; use fewer or smaller images",
+            set.n,
+            crate::images::MAX_FOLDER_VALUES
+        ));
+    }
+    if let Some(r) = side
+        && !(r <= padded && padded.is_multiple_of(r))
+    {
+        return Err(format!(
+            "the padded images are {padded}×{padded}; @{r} must divide {padded}"
+        ));
+    }
     let set = if (set.height, set.width) == (padded, padded) {
         set
     } else {
         pad_images(&set, padded)
     };
-    match side {
-        None => Ok(set),
-        Some(r) if r <= padded && padded.is_multiple_of(r) => {
-            Ok(downsample_images(&set, padded / r))
-        }
-        Some(r) => Err(bad(format!(
-            "the padded images are {padded}×{padded}; @{r} must divide {padded}"
-        ))),
-    }
+    Ok(match side {
+        None => set,
+        Some(r) => downsample_images(&set, padded / r),
+    })
 }
 
 fn unknown_target(name: &str) -> DataError {

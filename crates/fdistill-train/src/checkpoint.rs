@@ -10,7 +10,7 @@
 //!   checkpoint/
 //!     model.safetensors      the trained weights (f32, tensor names = module paths)
 //!     ema.safetensors        the EMA weights: what sampling and distillation use
-//!     optim.mpk              the AdamW state (moments, step counts)
+//!     optim.safetensors      the AdamW state (step counts, moments)
 //!     state.json             step and other training state
 //!     driver.json            the loop's step and RNG (see [`crate::distill::driver`])
 //! ```
@@ -383,18 +383,24 @@ impl<B: Backend> ModuleMapper<B> for Loader<B> {
     }
 }
 
-/// Loads a module's float parameters from a safetensors file written by [`save_module`].
-/// Every name and shape is checked before any parameter is replaced; the error names the
-/// first tensor that differs and both shapes.
-pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M, CheckpointError> {
-    let bytes = read_existing(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
+/// Tensors read from a safetensors file: name → (shape, `f32` values).
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads exactly the tensors `expected` (names and shapes) from safetensors `bytes`: every
+/// name must be present with its shape and an `F32` or `F64` dtype, and no other tensor may
+/// be. The first difference is the error; `path` names the file in it. Values are only
+/// converted after their tensor passed the checks, so the output is bounded by the file.
+pub fn read_tensors(
+    bytes: &[u8],
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+) -> Result<TensorMap, CheckpointError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason: format!("{e}; the file is truncated or not a safetensors file"),
     })?;
-    let expected = parameter_shapes::<B, M>(&module);
     let mut tensors = BTreeMap::new();
-    for (name, shape) in &expected {
+    for (name, shape) in expected {
         let view = st
             .tensor(name)
             .map_err(|_| CheckpointError::MissingTensor {
@@ -427,6 +433,16 @@ pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M
                 });
             }
         };
+        let n: usize = shape.iter().product();
+        if values.len() != n {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "tensor '{name}' holds {} values for shape {shape:?} ({n} values)",
+                    values.len()
+                ),
+            });
+        }
         tensors.insert(name.clone(), (shape.clone(), values));
     }
     if let Some(extra) = st.names().into_iter().find(|n| !tensors.contains_key(*n)) {
@@ -435,6 +451,16 @@ pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M
             name: extra.to_string(),
         });
     }
+    Ok(tensors)
+}
+
+/// Loads a module's float parameters from a safetensors file written by [`save_module`].
+/// Every name and shape is checked before any parameter is replaced ([`read_tensors`]); the
+/// error names the first tensor that differs and both shapes.
+pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M, CheckpointError> {
+    let bytes = read_existing(path)?;
+    let expected = parameter_shapes::<B, M>(&module);
+    let tensors = read_tensors(&bytes, path, &expected)?;
     let mut loader = Loader::<B> {
         path: PathStack::default(),
         tensors,

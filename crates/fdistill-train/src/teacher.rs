@@ -119,9 +119,10 @@ impl TeacherConfig {
     /// Validates every field; call before any tensor exists.
     pub fn check(self) -> Result<Self, TeacherError> {
         let bad = |m: String| Err(TeacherError::Config(m));
-        if self.steps == 0 || self.batch_size == 0 {
+        let max_batch = crate::distill::config::MAX_BATCH_SIZE;
+        if self.steps == 0 || self.batch_size == 0 || self.batch_size > max_batch {
             return bad(format!(
-                "steps ({}) and batch_size ({}) must be ≥ 1",
+                "steps ({}) must be ≥ 1 and batch_size ({}) in [1, {max_batch}]",
                 self.steps, self.batch_size
             ));
         }
@@ -402,7 +403,7 @@ pub const TEACHER_MODEL_FILE: &str = "model.safetensors";
 /// The EMA weights: what sampling and distillation load.
 pub const TEACHER_EMA_FILE: &str = "ema.safetensors";
 /// The AdamW state.
-pub const TEACHER_OPTIM_FILE: &str = "optim.mpk";
+pub const TEACHER_OPTIM_FILE: &str = "optim.safetensors";
 /// Step, EMA decay and loss of the last step.
 pub const TEACHER_STATE_FILE: &str = "state.json";
 

@@ -25,18 +25,24 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{
+    AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, Optimizer,
+};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::DistillError;
-use crate::checkpoint::{CheckpointError, RunDir, read_json, write_atomic, write_json};
+use crate::checkpoint::{
+    CheckpointError, RunDir, TensorMap, parameter_shapes, read_json, read_tensors, write_atomic,
+    write_json,
+};
 
 /// A boxed error an observer may return to stop training.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -507,21 +513,6 @@ pub fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(weight_decay: f64) -> Ada
         .init::<B, M>()
 }
 
-/// The parameter ids of a module in visiting order.
-struct Ids(Vec<ParamId>);
-
-impl<B: Backend> ModuleVisitor<B> for Ids {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.0.push(param.id);
-    }
-}
-
-fn param_ids<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamId> {
-    let mut ids = Ids(Vec::new());
-    module.visit(&mut ids);
-    ids.0
-}
-
 /// Saves a trained network and its AdamW state as `dir/module_file` and `dir/optim_file`
 /// (what every [`DistillMethod::save`] does once per network).
 pub fn save_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
@@ -548,48 +539,154 @@ pub fn load_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
     Ok((module, optim))
 }
 
-/// Saves an AdamW state (moments and step counts) for `module` to `path`, atomically.
+/// Name of the per-parameter step counts in an optimiser-state file (`-1`: no state).
+const OPTIM_TIME: &str = "time";
+
+fn moment_name(position: usize, which: &str) -> String {
+    format!("param{position}.{which}")
+}
+
+/// Collects the AdamW state of each parameter, in visiting order, as named `f32` tensors.
+struct StateWriter<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
+    record: &'a mut StateRecord<B, M>,
+    position: usize,
+    times: Vec<f64>,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// The AdamW record of a module: parameter id → state.
+type StateRecord<B, M> = <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record;
+
+fn f32_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("converted to f32")
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> ModuleVisitor<B> for StateWriter<'_, B, M> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let i = self.position;
+        self.position += 1;
+        let Some(r) = self.record.remove(&param.id) else {
+            self.times.push(-1.0);
+            return;
+        };
+        // The rank matches: this state was made for this parameter.
+        let state: AdamWState<B::InnerBackend, D> = r.into_state::<D>();
+        let m = state.momentum;
+        self.times.push(m.time as f64);
+        let dims = m.moment_1.dims().to_vec();
+        self.tensors.push((
+            moment_name(i, "moment_1"),
+            dims.clone(),
+            f32_values(m.moment_1),
+        ));
+        self.tensors.push((
+            moment_name(i, "moment_2"),
+            dims.clone(),
+            f32_values(m.moment_2),
+        ));
+        if let Some(max) = m.max_moment_2 {
+            self.tensors
+                .push((moment_name(i, "max_moment_2"), dims, f32_values(max)));
+        }
+    }
+}
+
+/// Saves an AdamW state (step counts and moments) for `module` to `path`, atomically, as
+/// safetensors: `time` (`f64`, one per parameter in visiting order, `-1` without state) and
+/// `param{i}.moment_1`, `param{i}.moment_2` (and `param{i}.max_moment_2` with AMSGrad).
 ///
 /// Burn keys optimiser state by runtime [`ParamId`]s, which a freshly built network does not
-/// share; the file therefore stores one entry per parameter *position* in visiting order (a
-/// list, `None` for a parameter without state), and [`load_adamw`] maps positions back onto
-/// the ids of the module it restores into. A list, unlike burn's own map, serialises in one
-/// order, so the same state gives the same bytes (an exactly resumed run can be compared
-/// byte for byte).
+/// share; positions in visiting order do not change, so [`load_adamw`] maps them back onto the
+/// ids of the module it restores into. Safetensors keeps the bytes deterministic (an exactly
+/// resumed run compares byte for byte) and the loading validated: [`read_tensors`] checks
+/// every name and shape against the network before anything is built.
 pub fn save_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     optim: &AdamWOptimizer<B, M>,
     module: &M,
     path: &Path,
 ) -> Result<(), CheckpointError> {
-    let ids = param_ids::<B, M>(module);
     let mut record = optim.to_record();
-    let by_position: Vec<Option<_>> = ids.iter().map(|id| record.remove(id)).collect();
-    let bytes = Recorder::<B>::record(
-        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
-        by_position,
-        (),
-    )
-    .map_err(|e| CheckpointError::Corrupt {
+    let mut writer = StateWriter::<B, M> {
+        record: &mut record,
+        position: 0,
+        times: Vec::new(),
+        tensors: Vec::new(),
+    };
+    module.visit(&mut writer);
+    let n = writer.times.len();
+    let time_bytes: Vec<u8> = writer.times.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = writer
+        .tensors
+        .into_iter()
+        .map(|(name, shape, v)| {
+            (
+                name,
+                shape,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let mut views: Vec<(String, TensorView<'_>)> = vec![(
+        OPTIM_TIME.to_string(),
+        TensorView::new(Dtype::F64, vec![n], &time_bytes).expect("shape matches data"),
+    )];
+    for (name, shape, b) in &bytes {
+        views.push((
+            name.clone(),
+            TensorView::new(Dtype::F32, shape.clone(), b).expect("shape matches data"),
+        ));
+    }
+    let encoded = safetensors::serialize(views, None).map_err(|e| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason: format!("cannot encode the optimiser state: {e}"),
     })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &encoded)
 }
 
-/// Decodes a positional optimiser state as [`save_adamw`] writes it.
-fn decode_positions<B: Backend, V: burn::record::Record<B>>(
-    bytes: Vec<u8>,
-    device: &B::Device,
-) -> Result<Vec<Option<V>>, burn::record::RecorderError> {
-    Recorder::<B>::load(
-        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
-        bytes,
-        device,
-    )
+/// Rebuilds the AdamW record of a module's parameters from validated tensors.
+struct StateReader<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
+    times: &'a [f64],
+    tensors: &'a mut TensorMap,
+    device: &'a B::Device,
+    position: usize,
+    record: StateRecord<B, M>,
 }
 
-/// Restores an AdamW state written by [`save_adamw`] onto `module`'s parameters (or one in
-/// the earlier format, a map keyed by position).
+impl<B: AutodiffBackend, M: AutodiffModule<B>> ModuleVisitor<B> for StateReader<'_, B, M> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let i = self.position;
+        self.position += 1;
+        if self.times[i] < 0.0 {
+            return;
+        }
+        let mut take = |which: &str| {
+            self.tensors
+                .remove(&moment_name(i, which))
+                .map(|(shape, values)| {
+                    Tensor::<B::InnerBackend, D>::from_data(
+                        TensorData::new(values, shape),
+                        self.device,
+                    )
+                })
+        };
+        let (Some(m1), Some(m2)) = (take("moment_1"), take("moment_2")) else {
+            unreachable!("names validated before loading");
+        };
+        let mut momentum = AdaptiveMomentumState::new(self.times[i] as usize, m1, m2);
+        momentum.max_moment_2 = take("max_moment_2");
+        self.record.insert(
+            param.id,
+            AdaptorRecord::from_state::<D>(AdamWState::new(momentum)),
+        );
+    }
+}
+
+/// Restores an AdamW state written by [`save_adamw`] onto `module`'s parameters. Every
+/// tensor's name and shape is checked against the module first (a state for another network,
+/// a truncated or foreign file is a [`CheckpointError`], never a panic in the next step).
 pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     optim: AdamWOptimizer<B, M>,
     module: &M,
@@ -603,51 +700,63 @@ pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
         });
     }
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let ids = param_ids::<B, M>(module);
     let corrupt = |reason: String| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
-    let mut record: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Default::default();
-    match decode_positions::<B, _>(bytes.clone(), device) {
-        Ok(list) => {
-            if list.len() != ids.len() {
-                return Err(corrupt(format!(
-                    "optimiser state for {} parameters, but the network has {}",
-                    list.len(),
-                    ids.len()
-                )));
-            }
-            for (id, r) in ids.iter().zip(list) {
-                if let Some(r) = r {
-                    record.insert(*id, r);
-                }
-            }
+    let shapes = parameter_shapes::<B, M>(module);
+    let n = shapes.len();
+    // The step counts say which parameters have state; read them first, then everything.
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        corrupt(format!(
+            "{e}; not a safetensors optimiser state (checkpoints of earlier versions stored it \
+             in burn's format and cannot resume: start again with --overwrite)"
+        ))
+    })?;
+    let time = st
+        .tensor(OPTIM_TIME)
+        .map_err(|_| corrupt(format!("no `{OPTIM_TIME}` tensor")))?;
+    if time.dtype() != Dtype::F64 || time.shape() != [n] {
+        return Err(corrupt(format!(
+            "`{OPTIM_TIME}` is {:?} {:?}; the network has {n} parameters (expected F64 [{n}])",
+            time.dtype(),
+            time.shape()
+        )));
+    }
+    let times: Vec<f64> = time
+        .data()
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let mut expected = vec![(OPTIM_TIME.to_string(), vec![n])];
+    for (i, ((_, shape), &t)) in shapes.iter().zip(&times).enumerate() {
+        if t == -1.0 {
+            continue;
         }
-        Err(list_err) => {
-            // The earlier format: a map from positions (as ParamIds) to states.
-            let mut by_position: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record =
-                Recorder::<B>::load(
-                    &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
-                    bytes,
-                    device,
-                )
-                .map_err(|_| corrupt(format!("cannot decode the optimiser state: {list_err}")))?;
-            for (i, id) in ids.iter().enumerate() {
-                if let Some(r) = by_position.remove(&ParamId::from(i as u64)) {
-                    record.insert(*id, r);
-                }
-            }
-            if let Some(k) = by_position.keys().next() {
-                return Err(corrupt(format!(
-                    "optimiser state for parameter #{} which the network (with {} parameters) lacks",
-                    k.val(),
-                    ids.len()
-                )));
-            }
+        if !(t >= 0.0 && t.fract() == 0.0 && t < 9.0e15) {
+            return Err(corrupt(format!(
+                "parameter #{i} has step count {t}; expected a whole number ≥ 0 (or −1)"
+            )));
+        }
+        for which in ["moment_1", "moment_2"] {
+            expected.push((moment_name(i, which), shape.clone()));
+        }
+        let max = moment_name(i, "max_moment_2");
+        if st.tensor(&max).is_ok() {
+            expected.push((max, shape.clone()));
         }
     }
-    Ok(optim.load_record(record))
+    drop(st);
+    let mut tensors = read_tensors(&bytes, path, &expected)?;
+    let mut reader = StateReader::<B, M> {
+        times: &times,
+        tensors: &mut tensors,
+        device,
+        position: 0,
+        record: Default::default(),
+    };
+    module.visit(&mut reader);
+    Ok(optim.load_record(reader.record))
 }
 
 /// Sums `‖g‖²` over a module's parameters.

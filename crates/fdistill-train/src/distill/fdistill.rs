@@ -724,9 +724,9 @@ const GENERATOR: &str = "generator.safetensors";
 const GENERATOR_EMA: &str = "generator_ema.safetensors";
 const FAKE_SCORE: &str = "fake_score.safetensors";
 const DISCRIMINATOR: &str = "discriminator.safetensors";
-const OPT_GENERATOR: &str = "optim_generator.mpk";
-const OPT_FAKE_SCORE: &str = "optim_fake_score.mpk";
-const OPT_DISCRIMINATOR: &str = "optim_discriminator.mpk";
+const OPT_GENERATOR: &str = "optim_generator.safetensors";
+const OPT_FAKE_SCORE: &str = "optim_fake_score.safetensors";
+const OPT_DISCRIMINATOR: &str = "optim_discriminator.safetensors";
 const STATE: &str = "fdistill.json";
 
 /// The file of the EMA generator inside a checkpoint directory (what `fdistill sample` loads).
