@@ -308,6 +308,16 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
     }
+    let d = &config.distill;
+    tracing::info!(
+        "distilling {} with {} (preset {}), {} iterations (K = {}), seed {}",
+        config.teacher.display(),
+        d.divergence,
+        d.preset,
+        d.driver.steps,
+        d.critic_steps,
+        d.driver.seed
+    );
     let task = DistillTask {
         config,
         data,

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use fdistill::train::checkpoint::CheckpointError;
 use fdistill::train::distill::DistillError;
 use fdistill::train::guard::{GuardError, RunGuard, WriteMode};
 
@@ -58,7 +59,11 @@ pub fn loop_error(e: DistillError, resume_command: &str) -> CliError {
              {}; continue exactly where it stopped with\n  {resume_command}",
             checkpoint.display()
         )),
-        DistillError::Resume(_) | DistillError::Config(_) => CliError::Usage(e.to_string()),
+        DistillError::Resume(_)
+        | DistillError::Config(_)
+        | DistillError::Checkpoint(CheckpointError::Missing { .. }) => {
+            CliError::Usage(e.to_string())
+        }
         e => CliError::Runtime(e.into()),
     }
 }

@@ -9,9 +9,9 @@ use fdistill::backends::CpuBackend;
 use fdistill::studies::exact::{self, ExactStudyConfig};
 use fdistill::studies::mog40;
 use fdistill::train::guard::{RunGuard, WriteMode};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
+use super::progress::Progress;
 
 /// `fdistill study ...`.
 #[derive(Debug, Subcommand)]
@@ -171,16 +171,14 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
     .check()
     .map_err(usage)?;
     let _guard = lock_study(&args.out, args.overwrite)?;
-    let bar = ProgressBar::new(mog40::total_ticks(&config));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} iterations ({eta})",
-        )
-        .expect("valid template"),
-    );
+    let mut progress = Progress::new("study mog40", 0, mog40::total_ticks(&config), false);
+    let mut done = 0;
     let start = Instant::now();
-    let result = mog40::run_and_write::<CpuBackend>(&config, &args.out, &mut |n| bar.inc(n))?;
-    bar.finish_and_clear();
+    let result = mog40::run_and_write::<CpuBackend>(&config, &args.out, &mut |n| {
+        done += n;
+        progress.update(done, String::new);
+    })?;
+    progress.finish(String::new);
     eprintln!(
         "{} runs in {:.1} s; wrote {}",
         result.runs.len(),
@@ -208,16 +206,14 @@ fn run_exact(args: ExactArgs) -> Result<(), CliError> {
         .check()
         .map_err(|e| CliError::Usage(format!("{e:#}")))?;
     let _guard = lock_study(&args.out, args.overwrite)?;
-    let bar = ProgressBar::new(exact::total_steps(&study));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta})",
-        )
-        .expect("valid template"),
-    );
+    let mut progress = Progress::new("study exact", 0, exact::total_steps(&study), false);
+    let mut done = 0;
     let start = Instant::now();
-    let result = exact::run_and_write(&study, &args.out, &mut |n| bar.inc(n))?;
-    bar.finish_and_clear();
+    let result = exact::run_and_write(&study, &args.out, &mut |n| {
+        done += n;
+        progress.update(done, String::new);
+    })?;
+    progress.finish(String::new);
     eprintln!(
         "{} runs in {:.1} s; wrote {}",
         result.runs.len(),
