@@ -13,6 +13,10 @@ fn main() -> ExitCode {
     cli::init_logging(args.verbose);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ cli::CliError::Interrupted(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())

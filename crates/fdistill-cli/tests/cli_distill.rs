@@ -140,7 +140,7 @@ fn distill_sample_and_resume_end_to_end() {
     assert_eq!(lines.lines().count(), 9, "{lines}");
     for f in [
         "generator_ema.safetensors",
-        "optim_generator.mpk",
+        "optim_generator.safetensors",
         "discriminator.safetensors",
         "driver.json",
     ] {

@@ -58,7 +58,7 @@ pub enum DataError {
     /// A CSV row with a different number of fields than the first.
     #[error(
         "`{path}` line {line} has {got} fields but the first data row has {expected}; \
-         every row must have the same number of comma-separated values"
+         every row must have the same number of {separator}-separated values"
     )]
     Ragged {
         /// The file.
@@ -69,6 +69,20 @@ pub enum DataError {
         expected: usize,
         /// Fields of this row.
         got: usize,
+        /// The separator detected from the first line (`comma`, `semicolon`, ...).
+        separator: &'static str,
+    },
+    /// A `;`- or tab-separated CSV with decimal commas.
+    #[error(
+        "`{path}` line {line} separates values with `;` or tabs and writes decimal commas \
+         (`1,5`); write numbers with a decimal point (`1.5`), e.g. export the sheet with `.` as \
+         the decimal separator"
+    )]
+    DecimalComma {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
     },
     /// A malformed or unsupported NPY file.
     #[error("`{path}` is not a supported NPY file: {reason}")]
@@ -167,25 +181,93 @@ fn check_finite(path: &Path, values: &[f64], dim: usize) -> Result<(), DataError
     }
 }
 
-/// Loads a CSV file: one sample per row, comma-separated numbers. A first line none of whose
-/// fields is a number is a header and is skipped; blank lines are skipped.
+/// The field separator of a CSV file, detected from its first non-blank line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvSeparator {
+    /// `,`
+    Comma,
+    /// `;` (spreadsheets in locales with a decimal comma)
+    Semicolon,
+    /// a tab
+    Tab,
+    /// runs of spaces
+    Whitespace,
+}
+
+impl CsvSeparator {
+    /// How the separator reads in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CsvSeparator::Comma => "comma",
+            CsvSeparator::Semicolon => "semicolon",
+            CsvSeparator::Tab => "tab",
+            CsvSeparator::Whitespace => "space",
+        }
+    }
+
+    fn split(self, line: &str) -> Vec<&str> {
+        match self {
+            CsvSeparator::Comma => line.split(',').map(str::trim).collect(),
+            CsvSeparator::Semicolon => line.split(';').map(str::trim).collect(),
+            CsvSeparator::Tab => line.split('\t').map(str::trim).collect(),
+            CsvSeparator::Whitespace => line.split_whitespace().collect(),
+        }
+    }
+}
+
+/// Detects the separator of `line` (the file's first non-blank line): `;` or a tab when
+/// present, else `,` when present, else runs of spaces between several fields, else `,` (one
+/// column). A `;`- or tab-separated line that also holds `,` writes decimal commas
+/// (`1,5;2,5`): `None`, to be refused.
+pub fn detect_csv_separator(line: &str) -> Option<CsvSeparator> {
+    let line = line.trim();
+    for (c, sep) in [(';', CsvSeparator::Semicolon), ('\t', CsvSeparator::Tab)] {
+        if line.contains(c) {
+            return (!line.contains(',')).then_some(sep);
+        }
+    }
+    if line.contains(',') || line.split_whitespace().count() < 2 {
+        Some(CsvSeparator::Comma)
+    } else {
+        Some(CsvSeparator::Whitespace)
+    }
+}
+
+/// Loads a CSV file: one sample per row, numbers separated by `,` (or `;`, tabs or spaces,
+/// detected from the first non-blank line; see [`detect_csv_separator`]). A first line none
+/// of whose fields is a number is a header and is skipped; blank lines are skipped. Decimal
+/// commas are refused with the fix.
 pub fn load_csv(path: &Path) -> Result<Dataset, DataError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    parse_csv(&text, path)
+}
+
+/// Parses CSV text as [`load_csv`] does; `path` only names the source in errors.
+pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset, DataError> {
     let mut values = Vec::new();
     let mut dim = 0usize;
-    let mut first_line = true;
+    let mut sep = None;
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if first_line {
-            first_line = false;
-            if fields.iter().all(|f| f.parse::<f64>().is_err()) {
-                continue; // header
+        let first_line = sep.is_none();
+        let separator = match sep {
+            Some(s) => s,
+            None => {
+                let s = detect_csv_separator(line).ok_or_else(|| DataError::DecimalComma {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                })?;
+                sep = Some(s);
+                s
             }
+        };
+        let fields = separator.split(line);
+        if first_line && fields.iter().all(|f| f.parse::<f64>().is_err()) {
+            continue; // header
         }
         if dim == 0 {
             dim = fields.len();
@@ -195,6 +277,7 @@ pub fn load_csv(path: &Path) -> Result<Dataset, DataError> {
                 line: line_no,
                 expected: dim,
                 got: fields.len(),
+                separator: separator.describe(),
             });
         }
         for (j, f) in fields.iter().enumerate() {
@@ -220,14 +303,21 @@ pub fn load_csv(path: &Path) -> Result<Dataset, DataError> {
     })
 }
 
-/// Writes samples as CSV, one row per sample, no header.
-pub fn save_csv(path: &Path, values: &[f64], dim: usize) -> Result<(), DataError> {
+/// Writes samples as CSV to `w`, one row per sample, no header (shortest round-trip decimals).
+pub fn write_csv<W: std::io::Write>(w: &mut W, values: &[f64], dim: usize) -> std::io::Result<()> {
     let mut out = String::with_capacity(values.len() * 12);
     for row in values.chunks_exact(dim) {
         let cells: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
         out.push_str(&cells.join(","));
         out.push('\n');
     }
+    w.write_all(out.as_bytes())
+}
+
+/// Writes samples as CSV, one row per sample, no header.
+pub fn save_csv(path: &Path, values: &[f64], dim: usize) -> Result<(), DataError> {
+    let mut out = Vec::with_capacity(values.len() * 12);
+    write_csv(&mut out, values, dim).expect("writing to memory");
     std::fs::write(path, out).map_err(io_err(path))
 }
 
@@ -276,6 +366,12 @@ fn npy_header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// Loads a 2-D NPY array (format version 1.0, 2.0 or 3.0; dtype `<f4` or `<f8`; C order).
 pub fn load_npy(path: &Path) -> Result<Dataset, DataError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
+    parse_npy(&bytes, path)
+}
+
+/// Parses NPY bytes as [`load_npy`] does; `path` only names the source in errors. Sizes are
+/// checked against the bytes present before anything is allocated.
+pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<Dataset, DataError> {
     let bad = |reason: String| DataError::Npy {
         path: path.to_path_buf(),
         reason,
@@ -479,6 +575,45 @@ impl fmt::Display for DataSource {
     }
 }
 
+/// `spec` with every file path in it made absolute and canonical, so that a run's
+/// `config.json` still finds its data from any working directory: a `.csv`/`.npy` path,
+/// `idx:IMAGES,LABELS`, `png:DIR` and `fashion-mnist[-test]:DIR` (keeping `@SIDE`). Built-in
+/// names, `fashion-mnist` without a directory, and paths that do not exist (loading reports
+/// them) are returned unchanged.
+pub fn absolute_source(spec: &str) -> String {
+    let abs = |p: &str| {
+        std::fs::canonicalize(p)
+            .map(|c| c.display().to_string())
+            .unwrap_or_else(|_| p.to_string())
+    };
+    match DataSource::parse(spec) {
+        DataSource::Target(name) => name,
+        DataSource::File(p) => abs(&p.to_string_lossy()),
+        DataSource::Images(spec) => {
+            let (base, side) = match spec.split_once('@') {
+                Some((b, r)) => (b, format!("@{r}")),
+                None => (spec.as_str(), String::new()),
+            };
+            let base = if let Some(rest) = base.strip_prefix("idx:") {
+                match rest.split_once(',') {
+                    Some((im, lb)) => format!("idx:{},{}", abs(im), abs(lb)),
+                    None => base.to_string(),
+                }
+            } else if let Some(dir) = base.strip_prefix("png:") {
+                format!("png:{}", abs(dir))
+            } else if let Some((prefix, dir)) = base
+                .split_once(':')
+                .filter(|(p, _)| *p == "fashion-mnist" || *p == "fashion-mnist-test")
+            {
+                format!("{prefix}:{}", abs(dir))
+            } else {
+                base.to_string()
+            };
+            format!("{base}{side}")
+        }
+    }
+}
+
 /// Default directory of Fashion-MNIST: where the Debian package `dataset-fashion-mnist`
 /// installs the four IDX files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -625,21 +760,48 @@ pub fn load_image_source(spec: &str) -> Result<ImageSet, DataError> {
                 .into(),
         ));
     };
+    prepare_images(set, side).map_err(bad)
+}
+
+/// What [`load_image_source`] does to a loaded set: pad to the square [`padded_side`] of its
+/// larger side, then with `side` box-downsample to `side × side`. The padded size is checked
+/// against [`MAX_FOLDER_VALUES`](crate::images::MAX_FOLDER_VALUES) before it is allocated;
+/// the error is the reason (the caller names the source).
+pub fn prepare_images(set: ImageSet, side: Option<usize>) -> Result<ImageSet, String> {
     let padded = padded_side(set.height.max(set.width));
+    if set.height == 0 || set.width == 0 || set.channels == 0 {
+        return Err(format!(
+            "the images are {}×{} with {} channels; nothing to train on",
+            set.height, set.width, set.channels
+        ));
+    }
+    let values = [set.n, set.channels, padded, padded]
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .filter(|&v| v <= crate::images::MAX_FOLDER_VALUES);
+    if values.is_none() {
+        return Err(format!(
+            "{} images padded to {padded}×{padded} exceed {} values; use fewer or smaller images",
+            set.n,
+            crate::images::MAX_FOLDER_VALUES
+        ));
+    }
+    if let Some(r) = side
+        && !(r <= padded && padded.is_multiple_of(r))
+    {
+        return Err(format!(
+            "the padded images are {padded}×{padded}; @{r} must divide {padded}"
+        ));
+    }
     let set = if (set.height, set.width) == (padded, padded) {
         set
     } else {
         pad_images(&set, padded)
     };
-    match side {
-        None => Ok(set),
-        Some(r) if r <= padded && padded.is_multiple_of(r) => {
-            Ok(downsample_images(&set, padded / r))
-        }
-        Some(r) => Err(bad(format!(
-            "the padded images are {padded}×{padded}; @{r} must divide {padded}"
-        ))),
-    }
+    Ok(match side {
+        None => set,
+        Some(r) => downsample_images(&set, padded / r),
+    })
 }
 
 fn unknown_target(name: &str) -> DataError {
@@ -1024,6 +1186,69 @@ mod tests {
         for (s, needle) in cases {
             let e = load_image_source(&s).unwrap_err().to_string();
             assert!(e.contains(needle), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn csv_separators_are_detected_and_decimal_commas_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first line is data, not a header, whatever the separator.
+        for (name, text) in [
+            ("semi.csv", "1;2\n3;4\n"),
+            ("tab.csv", "1\t2\n3\t4\n"),
+            ("space.csv", "1  2\n 3 4\n"),
+            ("comma.csv", "1, 2\n3,4\n"),
+            ("header.csv", "x;y\n1;2\n3;4\n"),
+        ] {
+            let p = write(dir.path(), name, text.as_bytes());
+            let d = load_csv(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                (d.dim, d.values.clone()),
+                (2, vec![1.0, 2.0, 3.0, 4.0]),
+                "{name}"
+            );
+        }
+        let p = write(dir.path(), "one.csv", b"1\n2\n");
+        assert_eq!(load_csv(&p).unwrap().dim, 1);
+        let p = write(dir.path(), "euro.csv", b"1,5;2,5\n3,0;4,0\n");
+        let e = load_csv(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("euro.csv` line 1") && e.contains("decimal point"),
+            "{e}"
+        );
+        // A row with a different separator than the first is ragged, and says which one.
+        let p = write(dir.path(), "mixed.csv", b"1;2\n3,4\n");
+        let e = load_csv(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2 has 1 fields") && e.contains("semicolon-separated"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sources_are_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(dir.path(), "d.csv", b"1,2\n");
+        let canon = std::fs::canonicalize(&f).unwrap().display().to_string();
+        let cd = std::fs::canonicalize(dir.path())
+            .unwrap()
+            .display()
+            .to_string();
+        let old = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let got = [
+            absolute_source("d.csv"),
+            absolute_source("idx:d.csv,d.csv@16"),
+            absolute_source("png:."),
+            absolute_source("fashion-mnist:.@16"),
+        ];
+        std::env::set_current_dir(old).unwrap();
+        assert_eq!(got[0], canon);
+        assert_eq!(got[1], format!("idx:{canon},{canon}@16"));
+        assert_eq!(got[2], format!("png:{cd}"));
+        assert_eq!(got[3], format!("fashion-mnist:{cd}@16"));
+        for same in ["ring8-unbalanced", "fashion-mnist@16", "missing.csv"] {
+            assert_eq!(absolute_source(same), same);
         }
     }
 

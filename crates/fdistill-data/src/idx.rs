@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-/// Largest decoded payload accepted (1 GiB): Fashion-MNIST's training images are 47 MB.
-pub const MAX_IDX_BYTES: u64 = 1 << 30;
+/// Largest decoded payload accepted (256 MiB, 1 GiB once scaled to `f32`): Fashion-MNIST's
+/// training images are 47 MB.
+pub const MAX_IDX_BYTES: u64 = 1 << 28;
 
 /// IDX reading errors; each names the file and what is wrong.
 #[derive(Debug, Error)]
@@ -73,30 +74,31 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads the whole file, gunzipping if it starts with the gzip magic `1f 8b`; the decoded
-/// size is capped at [`MAX_IDX_BYTES`] (plus header).
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IdxError> {
-    let io = |source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_IDX_BYTES + 1024)
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// `raw` as read from a file, gunzipped if it starts with the gzip magic `1f 8b`; the decoded
+/// size is capped at [`MAX_IDX_BYTES`] (plus header) while decoding. `path` only names the
+/// file in errors.
+pub fn decode_maybe_gzip(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, IdxError> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw.as_slice())
+        .take(MAX_IDX_BYTES + 1024)
+        .read_to_end(&mut out)
+        .map_err(|source| IdxError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(out)
 }
 
 /// Parses an unsigned-byte IDX file (raw or gzip).
 pub fn read_idx_u8(path: &Path) -> Result<IdxArray, IdxError> {
-    let bytes = read_maybe_gzip(path)?;
-    parse_idx_u8(&bytes, path)
+    let raw = std::fs::read(path).map_err(|source| IdxError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_idx_u8(&decode_maybe_gzip(raw, path)?, path)
 }
 
 /// Parses IDX bytes; `path` only names the source in errors.
@@ -173,17 +175,26 @@ pub struct LabelledImages {
 
 /// Loads an image file (`[n, h, w]`) and a label file (`[n]`), checking that they match.
 pub fn load_idx_images(images: &Path, labels: &Path) -> Result<LabelledImages, IdxError> {
-    let im = read_idx_u8(images)?;
-    if im.dims.len() != 3 {
+    labelled_images(read_idx_u8(images)?, images, read_idx_u8(labels)?, labels)
+}
+
+/// Images `[n, h, w]` and labels `[n]` from two parsed arrays (paths name them in errors):
+/// the dimensions are checked (three and one, `n ≥ 1`, `h, w ≥ 1`, equal counts).
+pub fn labelled_images(
+    im: IdxArray,
+    images: &Path,
+    lb: IdxArray,
+    labels: &Path,
+) -> Result<LabelledImages, IdxError> {
+    if im.dims.len() != 3 || im.dims.contains(&0) {
         return Err(IdxError::BadHeader {
             path: images.to_path_buf(),
             reason: format!(
-                "images must have 3 dimensions [n, h, w], found {:?}",
+                "images must have 3 nonzero dimensions [n, h, w], found {:?}",
                 im.dims
             ),
         });
     }
-    let lb = read_idx_u8(labels)?;
     if lb.dims.len() != 1 {
         return Err(IdxError::BadHeader {
             path: labels.to_path_buf(),

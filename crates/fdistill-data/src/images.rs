@@ -44,6 +44,14 @@ pub enum ImageError {
     /// No PNG found.
     #[error("no .png files in {0} (or in its class subfolders)")]
     Empty(PathBuf),
+    /// An image or the whole folder is larger than the loader accepts.
+    #[error("{path}: {reason}")]
+    TooLarge {
+        /// The file (or folder).
+        path: PathBuf,
+        /// The size and the limit.
+        reason: String,
+    },
     /// Writing a PNG failed.
     #[error("cannot write {path}: {reason}")]
     Write {
@@ -109,8 +117,55 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     Ok(files)
 }
 
+/// Largest side of one image (pixels) a PNG folder may hold.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+/// Largest number of values (`n · channels · height · width`) a PNG folder may load: 2²⁸
+/// `f32`s, 1 GiB (Fashion-MNIST's 60 000 images, padded to 32×32, are 6.1 · 10⁷).
+pub const MAX_FOLDER_VALUES: usize = 1 << 28;
+
+/// Largest ratio of decoded bytes to file bytes a PNG can reach: deflate's limit is 1032:1.
+const MAX_PNG_EXPANSION: u64 = 1100;
+
+/// Decodes one PNG from memory; `path` only names it in errors. Before any pixel buffer is
+/// allocated, the header's size is checked against [`MAX_IMAGE_SIDE`] and against what the
+/// file can hold (a tiny file claiming a huge image is truncated or corrupt).
+pub fn decode_png(bytes: &[u8], path: &Path) -> Result<image::DynamicImage, ImageError> {
+    use image::ImageDecoder;
+    let decode = |reason: String| ImageError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the image is {w}×{h}; accepted sides are 1 to {MAX_IMAGE_SIDE} pixels"
+            ),
+        });
+    }
+    let need = decoder.total_bytes();
+    let can_hold = MAX_PNG_EXPANSION * bytes.len() as u64 + 4096;
+    if need > can_hold {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the header claims {w}×{h} pixels ({need} bytes decoded) but the file has only {} \
+                 bytes; it is truncated or corrupt",
+                bytes.len()
+            ),
+        });
+    }
+    image::DynamicImage::from_decoder(decoder).map_err(|e| decode(e.to_string()))
+}
+
 /// Loads PNGs from `dir`: either `dir/*.png` (unlabelled) or `dir/<class>/*.png` (labelled by
 /// the sorted subfolder names). Grey images give 1 channel; anything else is converted to RGB.
+/// Every image is decoded by [`decode_png`]; the folder's total is capped at
+/// [`MAX_FOLDER_VALUES`] before each image is added.
 pub fn load_png_folder(dir: &Path) -> Result<ImageSet, ImageError> {
     let io = |source| ImageError::Io {
         path: dir.to_path_buf(),
@@ -147,10 +202,11 @@ pub fn load_png_folder(dir: &Path) -> Result<ImageSet, ImageError> {
     let mut size = None;
     let mut channels = 0;
     for (path, label) in &files {
-        let img = image::open(path).map_err(|e| ImageError::Decode {
+        let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
+        let img = decode_png(&bytes, path)?;
         let dims = (img.width(), img.height());
         match size {
             None => {
@@ -165,6 +221,16 @@ pub fn load_png_folder(dir: &Path) -> Result<ImageSet, ImageError> {
                 });
             }
             _ => {}
+        }
+        let per_image = channels * dims.0 as usize * dims.1 as usize;
+        if pixels.len() + per_image > MAX_FOLDER_VALUES {
+            return Err(ImageError::TooLarge {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the folder holds more than {MAX_FOLDER_VALUES} pixel values; use a smaller \
+                     set (or downsample the images first)"
+                ),
+            });
         }
         if channels == 1 {
             pixels.extend(img.to_luma8().pixels().map(|p| p.0[0] as f32 / 127.5 - 1.0));
@@ -309,5 +375,53 @@ mod tests {
         let e = load_png_folder(&dir).unwrap_err().to_string();
         assert!(e.contains("b.png") && e.contains("one size"), "{e}");
         assert!(load_png_folder(Path::new("/nonexistent/fdistill")).is_err());
+    }
+
+    /// A PNG header claiming more pixels than its file can hold is refused before decoding.
+    #[test]
+    fn a_small_file_claiming_a_huge_image_is_refused_before_allocating() {
+        let mut bytes = Vec::new();
+        ImageBuffer::<Luma<u8>, Vec<u8>>::new(4, 4)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        // IHDR width and height (big-endian, bytes 16..24) → 8000 × 8000; fix the CRC so
+        // the header itself is valid.
+        bytes[16..20].copy_from_slice(&8000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&8000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_png(&bytes, Path::new("huge.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("8000×8000") && e.contains("truncated or corrupt"),
+            "{e}"
+        );
+        bytes[16..20].copy_from_slice(&9000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_png(&bytes, Path::new("wide.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 to 8192"), "{e}");
+    }
+
+    /// CRC-32 (IEEE) of PNG chunks, bit by bit.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
     }
 }

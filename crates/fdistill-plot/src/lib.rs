@@ -101,6 +101,16 @@ fn heat(delta: f64) -> RGBColor {
 
 /// Writes a scatter plot (points in red over the density heat map) to `path`.
 pub fn scatter_png(path: &Path, plot: &Scatter<'_>) -> Result<()> {
+    draw_scatter(path, plot, &[])
+}
+
+/// Writes a scatter plot of the points (red) over `data` (grey, e.g. the training data when
+/// there is no density to draw), and over the density heat map when the plot has one.
+pub fn scatter_over_data_png(path: &Path, plot: &Scatter<'_>, data: &[[f64; 2]]) -> Result<()> {
+    draw_scatter(path, plot, data)
+}
+
+fn draw_scatter(path: &Path, plot: &Scatter<'_>, data: &[[f64; 2]]) -> Result<()> {
     let root = canvas(path)?;
     let (x0, x1) = plot.x_range;
     let (y0, y1) = plot.y_range;
@@ -125,6 +135,10 @@ pub fn scatter_png(path: &Path, plot: &Scatter<'_>) -> Result<()> {
             Rectangle::new([(x, y), (x + dx, y + dy)], heat(l - max).filled())
         }))?;
     }
+    chart.draw_series(
+        data.iter()
+            .map(|p| Circle::new((p[0], p[1]), 2, RGBColor(120, 120, 120).mix(0.35).filled())),
+    )?;
     chart.draw_series(
         plot.points
             .iter()
@@ -283,6 +297,40 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fdistill-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join(name)
+    }
+
+    /// The data of `scatter_over_data_png` shows as grey dots behind the red samples.
+    #[test]
+    fn data_is_drawn_grey_behind_the_points() {
+        let data: Vec<[f64; 2]> = (0..200).map(|i| [-2.0 + 0.02 * i as f64, 1.0]).collect();
+        let plot = Scatter {
+            title: "over data",
+            points: &[[0.0, -1.0]],
+            log_density: None,
+            x_range: (-3.0, 3.0),
+            y_range: (-3.0, 3.0),
+        };
+        let count = |p: &std::path::Path| {
+            let img = image::open(p).unwrap().to_rgb8();
+            let grey = img
+                .pixels()
+                .filter(|px| {
+                    let [r, g, b] = px.0;
+                    r == g && g == b && (150..240).contains(&r)
+                })
+                .count();
+            let red = img
+                .pixels()
+                .filter(|px| px.0[0] > 200 && px.0[1] < 200 && px.0[2] < 200)
+                .count();
+            (grey, red)
+        };
+        let (with, without) = (tmp("with.png"), tmp("without.png"));
+        scatter_over_data_png(&with, &plot, &data).unwrap();
+        scatter_png(&without, &plot).unwrap();
+        let ((g1, r1), (g0, r0)) = (count(&with), count(&without));
+        assert!(g1 > g0 + 200, "grey pixels {g1} vs {g0}");
+        assert!(r1 > 0 && r0 > 0, "the sample is drawn in both");
     }
 
     #[test]

@@ -3,11 +3,16 @@
 //! ```text
 //! RUN/
 //!   config.json              the resolved configuration (written before training starts)
-//!   metrics.jsonl            one JSON object per logged step, appended
+//!   metrics.jsonl            one JSON object per logged step, appended; no wall-clock times, so
+//!                            the same seed gives the same bytes (and so does a resumed run)
+//!   timing.jsonl             wall-clock times of the logged steps (elapsed, per phase)
+//!   .fdistill.lock           the writer's advisory lock (see [`crate::guard`])
 //!   checkpoint/
 //!     model.safetensors      the trained weights (f32, tensor names = module paths)
 //!     ema.safetensors        the EMA weights: what sampling and distillation use
-//!     state.json             step, RNG state and other training state
+//!     optim.safetensors      the AdamW state (step counts, moments)
+//!     state.json             step and other training state
+//!     driver.json            the loop's step and RNG (see [`crate::distill::driver`])
 //! ```
 //!
 //! Every file is written atomically (a temporary file in the same directory, then a
@@ -126,6 +131,14 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The run directory at `root`, creating and checking nothing (a [`crate::guard::RunGuard`]
+    /// has done both).
+    pub fn at(root: &Path) -> RunDir {
+        RunDir {
+            root: root.to_path_buf(),
+        }
+    }
+
     /// Creates (or reuses) `root` and its `checkpoint/` subdirectory.
     pub fn create(root: &Path) -> Result<RunDir, CheckpointError> {
         let run = RunDir {
@@ -143,7 +156,7 @@ impl RunDir {
         if !root.is_dir() {
             return Err(CheckpointError::Missing {
                 path: root.to_path_buf(),
-                hint: "pass the --out directory of a finished `fdistill teacher train` run".into(),
+                hint: "no such run directory; pass the --out directory of an earlier run".into(),
             });
         }
         if !run.config_path().is_file() {
@@ -170,6 +183,11 @@ impl RunDir {
         self.root.join("metrics.jsonl")
     }
 
+    /// `RUN/timing.jsonl`.
+    pub fn timing_path(&self) -> PathBuf {
+        self.root.join("timing.jsonl")
+    }
+
     /// `RUN/checkpoint/`.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.root.join("checkpoint")
@@ -192,16 +210,26 @@ impl RunDir {
 
     /// Appends one JSON line to `metrics.jsonl`.
     pub fn append_metrics<T: Serialize>(&self, record: &T) -> Result<(), CheckpointError> {
-        let path = self.metrics_path();
-        let mut line = serde_json::to_string(record).expect("metrics serialise");
-        line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        f.write_all(line.as_bytes()).map_err(io_err(&path))
+        append_json_line(&self.metrics_path(), record)
     }
+
+    /// Appends one JSON line to `timing.jsonl`.
+    pub fn append_timing<T: Serialize>(&self, record: &T) -> Result<(), CheckpointError> {
+        append_json_line(&self.timing_path(), record)
+    }
+}
+
+/// Appends `record` as one JSON line with a single `write` (a line is never split between
+/// two writes, so an abrupt exit leaves whole lines, or a last line without its newline).
+fn append_json_line<T: Serialize>(path: &Path, record: &T) -> Result<(), CheckpointError> {
+    let mut line = serde_json::to_string(record).expect("metrics serialise");
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(line.as_bytes()).map_err(io_err(path))
 }
 
 /// Writes pretty JSON atomically.
@@ -355,18 +383,24 @@ impl<B: Backend> ModuleMapper<B> for Loader<B> {
     }
 }
 
-/// Loads a module's float parameters from a safetensors file written by [`save_module`].
-/// Every name and shape is checked before any parameter is replaced; the error names the
-/// first tensor that differs and both shapes.
-pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M, CheckpointError> {
-    let bytes = read_existing(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
+/// Tensors read from a safetensors file: name → (shape, `f32` values).
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads exactly the tensors `expected` (names and shapes) from safetensors `bytes`: every
+/// name must be present with its shape and an `F32` or `F64` dtype, and no other tensor may
+/// be. The first difference is the error; `path` names the file in it. Values are only
+/// converted after their tensor passed the checks, so the output is bounded by the file.
+pub fn read_tensors(
+    bytes: &[u8],
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+) -> Result<TensorMap, CheckpointError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason: format!("{e}; the file is truncated or not a safetensors file"),
     })?;
-    let expected = parameter_shapes::<B, M>(&module);
     let mut tensors = BTreeMap::new();
-    for (name, shape) in &expected {
+    for (name, shape) in expected {
         let view = st
             .tensor(name)
             .map_err(|_| CheckpointError::MissingTensor {
@@ -399,6 +433,16 @@ pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M
                 });
             }
         };
+        let n: usize = shape.iter().product();
+        if values.len() != n {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "tensor '{name}' holds {} values for shape {shape:?} ({n} values)",
+                    values.len()
+                ),
+            });
+        }
         tensors.insert(name.clone(), (shape.clone(), values));
     }
     if let Some(extra) = st.names().into_iter().find(|n| !tensors.contains_key(*n)) {
@@ -407,6 +451,16 @@ pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M
             name: extra.to_string(),
         });
     }
+    Ok(tensors)
+}
+
+/// Loads a module's float parameters from a safetensors file written by [`save_module`].
+/// Every name and shape is checked before any parameter is replaced ([`read_tensors`]); the
+/// error names the first tensor that differs and both shapes.
+pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M, CheckpointError> {
+    let bytes = read_existing(path)?;
+    let expected = parameter_shapes::<B, M>(&module);
+    let tensors = read_tensors(&bytes, path, &expected)?;
     let mut loader = Loader::<B> {
         path: PathStack::default(),
         tensors,

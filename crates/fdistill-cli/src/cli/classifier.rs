@@ -19,6 +19,7 @@ use fdistill::nets::classifier::{
 };
 use fdistill::nets::{Classifier, ClassifierConfig};
 use fdistill::train::checkpoint::{RunDir, load_module, save_module, write_json};
+use fdistill::train::guard::WriteMode;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -50,9 +51,13 @@ pub struct TrainArgs {
     /// Fashion-MNIST.
     #[arg(long)]
     pub test: Option<String>,
-    /// Run directory to create (config.json, metrics.jsonl, checkpoint/, result.json).
+    /// Run directory to create (config.json, metrics.jsonl, checkpoint/, result.json). A
+    /// directory that holds a run is refused unless --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Delete the run in --out (config.json, metrics, checkpoint, result.json) and start afresh.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Passes over the training set.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
@@ -173,7 +178,13 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         net,
         train: train_cfg,
     };
-    let run = RunDir::create(&args.out).map_err(usage)?;
+    let guard = super::run_guard::acquire(
+        &args.out,
+        WriteMode::from_flags(false, args.overwrite),
+        &["result.json"],
+        "",
+    )?;
+    let run = RunDir::create(guard.run().root()).map_err(usage)?;
     run.write_config(&config).map_err(anyhow::Error::from)?;
     let task = TrainTask {
         config,
@@ -181,7 +192,9 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         test,
         run,
     };
-    dispatch(&device, task).map_err(usage)?
+    let result = dispatch(&device, task).map_err(usage)?;
+    drop(guard);
+    result
 }
 
 struct TrainTask {

@@ -19,6 +19,7 @@ use fdistill::core::targets::ring8_unbalanced;
 use fdistill::metrics::samples::{mean_log_density, mmd2, mode_report};
 use fdistill::nets::MlpDenoiserConfig;
 use fdistill::train::checkpoint::load_module;
+use fdistill::train::teacher::{TEACHER_EMA_FILE, teacher_checkpoint};
 use fdistill_plot::{Scatter, Series, line_chart_png, scatter_png};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -51,6 +52,10 @@ pub struct DemoArgs {
     /// JSON/TOML overrides for every student (as `fdistill distill --config`).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Start every stage afresh, deleting the runs of an earlier demo in --out. Without it,
+    /// finished runs are reused and interrupted ones resumed.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
     #[arg(long, default_value = "flex")]
     pub device: String,
@@ -101,19 +106,23 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("cannot create `{}`: {e}", args.out.display())))?;
     let teacher_dir = args.out.join("teacher");
 
-    // 1. teacher (reused when a previous demo run finished it)
-    if teacher_dir.join("checkpoint/state.json").is_file() {
+    // 1. teacher (reused when a previous demo finished it, resumed when one was interrupted)
+    let stage = stage_of(&teacher_dir, args.overwrite, &["teacher", "steps"]);
+    if stage == Stage::Finished {
         eprintln!("[demo] reusing the teacher in {}", teacher_dir.display());
     } else {
         eprintln!("[demo] 1/3 training the teacher on ring8-unbalanced");
+        let resume = stage == Stage::Unfinished;
         super::teacher::train(TrainArgs {
-            data: "ring8-unbalanced".into(),
+            data: (!resume).then(|| "ring8-unbalanced".into()),
             net: "mlp".into(),
             out: teacher_dir.clone(),
             steps: args.teacher_steps,
             config: None,
             dry_run: false,
             device: args.device.clone(),
+            resume,
+            overwrite: stage == Stage::Overwrite,
         })?;
     }
 
@@ -126,14 +135,22 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             DEMO_DIVERGENCES.len()
         );
         let out = args.out.join("students").join(div);
+        let stage = stage_of(&out, args.overwrite, &["distill", "driver", "steps"]);
+        if stage == Stage::Finished {
+            eprintln!("[demo] reusing the student in {}", out.display());
+            train_s.push(None);
+            continue;
+        }
+        let resume = stage == Stage::Unfinished;
         let outcome = run_distill(DistillArgs {
-            teacher: Some(teacher_dir.clone()),
-            divergence: Some(div.to_string()),
+            teacher: (!resume).then(|| teacher_dir.clone()),
+            divergence: (!resume).then(|| div.to_string()),
             out,
             preset: Some("toy".into()),
-            config: args.config.clone(),
+            config: if resume { None } else { args.config.clone() },
             steps: args.steps,
-            resume: false,
+            resume,
+            overwrite: stage == Stage::Overwrite,
             dry_run: false,
             device: args.device.clone(),
             quiet: false,
@@ -141,7 +158,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             vardiu: Default::default(),
         })?
         .expect("not a dry run");
-        train_s.push(outcome.elapsed_s);
+        train_s.push(Some(outcome.elapsed_s));
     }
 
     // 3. evaluation, figures, summary
@@ -153,7 +170,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     let (mut summary, samples) =
         dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))??;
     for (s, t) in summary.students.iter_mut().zip(train_s) {
-        s.train_s = Some(t);
+        s.train_s = t;
     }
     write_figures(&args.out, &samples).map_err(CliError::Runtime)?;
     summary.wall_s = start.elapsed().as_secs_f64();
@@ -172,6 +189,46 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         args.out.display()
     );
     Ok(())
+}
+
+/// What the demo does with one of its run directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Nothing there yet: start it.
+    Fresh,
+    /// Its last checkpoint is its last step: reuse it.
+    Finished,
+    /// Interrupted after a checkpoint: resume it.
+    Unfinished,
+    /// Start afresh over what is there (`--overwrite`, or a run without a checkpoint).
+    Overwrite,
+}
+
+/// The stage of the run in `dir`: `steps_key` is the path of its step count in config.json.
+fn stage_of(dir: &Path, overwrite: bool, steps_key: &[&str]) -> Stage {
+    use fdistill::train::checkpoint::{RunDir, read_json};
+    use fdistill::train::distill::driver::{DriverState, latest_checkpoint};
+    if !fdistill::train::guard::holds_run(dir) {
+        return Stage::Fresh;
+    }
+    if overwrite {
+        return Stage::Overwrite;
+    }
+    let run = RunDir::at(dir);
+    let Ok(latest) = latest_checkpoint(&run) else {
+        return Stage::Overwrite;
+    };
+    let done = read_json::<DriverState>(&latest.join("driver.json")).map(|s| s.step);
+    let total = run
+        .read_config::<serde_json::Value>()
+        .ok()
+        .and_then(|v| steps_key.iter().try_fold(v, |v, k| v.get(k).cloned()))
+        .and_then(|v| v.as_u64());
+    match (done, total) {
+        (Ok(d), Some(t)) if d as u64 >= t => Stage::Finished,
+        (Ok(_), Some(_)) => Stage::Unfinished,
+        _ => Stage::Overwrite,
+    }
 }
 
 /// The markdown table of `summary.md`.
@@ -253,7 +310,7 @@ impl BackendTask for EvalTask {
         let teacher_net = tc.net.as_mlp()?.clone();
         let net = load_module::<I<B>, _>(
             teacher_net.init(&device),
-            &run.checkpoint_file("ema.safetensors"),
+            &teacher_checkpoint(&run).join(TEACHER_EMA_FILE),
         )
         .map_err(|e| usage(&e))?;
         let steps = SamplerKind::Heun

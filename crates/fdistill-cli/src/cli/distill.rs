@@ -1,5 +1,5 @@
 //! `fdistill distill --teacher DIR --divergence NAME --out DIR [--preset P] [--config FILE]
-//! [--steps N] [--resume] [--dry-run]`: distil a trained teacher into a one-step student.
+//! [--steps N] [--resume | --overwrite] [--dry-run]`: distil a trained teacher into a one-step student.
 //! `--method vardiu` runs VarDiU instead ([`super::distill_vardiu`]).
 
 use std::path::{Path, PathBuf};
@@ -12,21 +12,25 @@ use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::EdmDenoiser;
 use fdistill::core::ratio::LearnedRatioEstimator;
 use fdistill::core::{Denoiser, FeatureDenoiser};
-use fdistill::data::{DataSource, TrainingData};
+use fdistill::data::TrainingData;
 use fdistill::nets::{ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet};
 use fdistill::train::checkpoint::{RunDir, load_module};
 use fdistill::train::distill::config::{PRESETS, RatioSource};
 use fdistill::train::distill::driver::latest_checkpoint;
 use fdistill::train::distill::fdistill::{FDistillMetrics, GENERATOR_EMA_FILE, Phase};
 use fdistill::train::distill::{
-    Critic, DistillConfig, FDistill, StepMetrics, one_step_generate, run_distillation,
+    Critic, DistillConfig, FDistill, StepMetrics, StopRequested, one_step_generate,
+    run_distillation,
 };
-use indicatif::{ProgressBar, ProgressStyle};
+use fdistill::train::guard::WriteMode;
+use fdistill::train::teacher::{TEACHER_EMA_FILE, teacher_checkpoint};
 use serde::{Deserialize, Serialize};
 
-use super::CliError;
+use super::progress::Progress;
+use super::run_guard::{self, loop_error, shell_word};
+use super::teacher::{DataInfo, TeacherNet, load_recorded_data, read_run_config};
+use super::{CliError, interrupt};
 use super::distill_vardiu::{MethodArg, VarDiuArgs};
-use super::teacher::{DataInfo, TeacherNet, read_run_config};
 
 /// Arguments of `fdistill distill`.
 #[derive(Debug, Args, Clone)]
@@ -37,7 +41,8 @@ pub struct DistillArgs {
     /// f-divergence by registry name (`fdistill divergences` lists them; plugins included).
     #[arg(long)]
     pub divergence: Option<String>,
-    /// Run directory of the student (config.json, metrics.jsonl, checkpoint/).
+    /// Run directory of the student (config.json, metrics.jsonl, timing.jsonl, checkpoint/).
+    /// A directory that holds a run is refused unless --resume or --overwrite.
     #[arg(long)]
     pub out: PathBuf,
     /// Named preset: cifar10, diff-instruct, dmd2, dmd2-no-gan, imagenet64, toy, toy-exact.
@@ -53,8 +58,11 @@ pub struct DistillArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Continue the run in --out from its last checkpoint (the saved config is used).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Delete the run in --out (config.json, metrics, checkpoints) and start afresh.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print the resolved configuration and exit without training.
     #[arg(long)]
     pub dry_run: bool,
@@ -156,9 +164,38 @@ pub(super) fn read_overrides(path: &Path) -> Result<serde_json::Value, CliError>
     value.map_err(|e| CliError::Usage(format!("bad --config `{}`: {e}", path.display())))
 }
 
+/// Image-scale presets on vector data (or the toy preset on images) resolve to settings of
+/// the wrong scale without an error: say so. The test is on the resolved values, so a
+/// `--config` that fixes them silences it: σ_init against the teacher's σ_data (images use
+/// 80 ≈ 160 σ_data, the 2-D toys 4 ≈ 1.6 σ_data) and, for vectors, the iteration count.
+pub fn preset_scale_warning(net: &TeacherNet, d: &DistillConfig) -> Option<String> {
+    let ratio = d.sigma_init / net.sigma_data();
+    let values = format!(
+        "{} iterations, lr_generator {:e}, sigma_init {}",
+        d.driver.steps, d.lr_generator, d.sigma_init
+    );
+    match net {
+        TeacherNet::Mlp(c) if ratio > 10.0 || d.driver.steps >= 100_000 => Some(format!(
+            "preset `{}` resolves to image-scale settings ({values}) but the teacher is an MLP \
+             on {}-D vectors with σ_data {}; for vectors use --preset toy (the default), or set \
+             driver.steps, lr_* and sigma_init in --config",
+            d.preset, c.dim, c.sigma_data
+        )),
+        TeacherNet::Unet(c) if ratio < 10.0 => Some(format!(
+            "preset `{}` resolves to settings for 2-D toys ({values}) but the teacher is a UNet \
+             on {}×{} images with σ_data {}; for images use --preset cifar10 (the default), or \
+             set sigma_init in --config",
+            d.preset, c.resolution, c.resolution, c.sigma_data
+        )),
+        _ => None,
+    }
+}
+
 /// Resolves and validates the whole run configuration; no tensor exists yet.
 pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), CliError> {
     let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    // The config.json the data source is read from (named when the data is missing).
+    let source_config;
     let mut config = if args.resume {
         let run = RunDir::open(&args.out).map_err(|e| usage(&e))?;
         let c: StudentRunConfig = run.read_config().map_err(|e| usage(&e))?;
@@ -167,12 +204,16 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
                 "--resume continues with the run's saved config.json; drop --config/--divergence (only --steps may change)".into(),
             ));
         }
+        source_config = run.config_path();
         c
     } else {
         let teacher_dir = args.teacher.clone().ok_or_else(|| {
             CliError::Usage("--teacher DIR is required (a `fdistill teacher train` run)".into())
         })?;
-        let (_, teacher) = read_run_config(&teacher_dir)?;
+        let (teacher_run, teacher) = read_run_config(&teacher_dir)?;
+        source_config = teacher_run.config_path();
+        // Recorded absolute, so `--resume` and `sample` work from any directory.
+        let teacher_dir = std::fs::canonicalize(&teacher_dir).unwrap_or(teacher_dir);
         let preset_name = args.preset.clone().unwrap_or_else(|| {
             match teacher.net {
                 TeacherNet::Mlp(_) => "toy",
@@ -193,6 +234,12 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
         })?;
         if let Some(d) = &args.divergence {
             distill.divergence = d.clone();
+        }
+        if let Some(steps) = args.steps {
+            distill.driver.steps = steps;
+        }
+        if let Some(w) = preset_scale_warning(&teacher.net, &distill) {
+            eprintln!("warning: {w}");
         }
         let net = teacher.net.clone();
         let discriminator =
@@ -220,11 +267,13 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
     if let Some(d) = &config.discriminator {
         d.check().map_err(|e| usage(&e))?;
     }
-    let data = DataSource::parse(&config.data.source)
-        .resolve()
-        .map_err(|e| usage(&e))?;
+    let data = load_recorded_data(&config.data.source, &source_config)?;
     Ok((config, data))
 }
+
+/// What `--resume` expects, for the guard's message.
+const RESUME_HINT: &str =
+    "--resume continues a distillation: pass the --out of an earlier `fdistill distill`";
 
 /// What a finished distillation reports to its caller.
 #[derive(Debug, Clone)]
@@ -256,6 +305,13 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         .device
         .parse()
         .map_err(|e: fdistill::backends::DeviceError| CliError::Usage(e.to_string()))?;
+    let mode = WriteMode::from_flags(args.resume, args.overwrite);
+    // --resume reads the run it continues: lock it first (creating nothing).
+    let early = if args.resume && !args.dry_run {
+        Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?)
+    } else {
+        None
+    };
     let (config, data) = resolve(&args)?;
     if args.dry_run {
         println!(
@@ -264,16 +320,25 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         );
         return Ok(None);
     }
-    let run = RunDir::create(&args.out).map_err(|e| CliError::Usage(e.to_string()))?;
-    if !args.resume {
-        if latest_checkpoint(&run).is_ok() {
-            return Err(CliError::Usage(format!(
-                "`{}` already holds a student checkpoint; continue it with --resume or choose a new --out",
-                args.out.display()
-            )));
-        }
+    let guard = match early {
+        Some(g) => g,
+        None => run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?,
+    };
+    let run = guard.run().clone();
+    if !args.resume || args.steps.is_some() {
+        // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
     }
+    let d = &config.distill;
+    tracing::info!(
+        "distilling {} with {} (preset {}), {} iterations (K = {}), seed {}",
+        config.teacher.display(),
+        d.divergence,
+        d.preset,
+        d.driver.steps,
+        d.critic_steps,
+        d.driver.seed
+    );
     let task = DistillTask {
         config,
         data,
@@ -281,9 +346,9 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         resume: args.resume,
         quiet: args.quiet,
     };
-    dispatch(&device, task)
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .map(Some)
+    let result = dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))?;
+    drop(guard);
+    result.map(Some)
 }
 
 struct DistillTask {
@@ -300,9 +365,8 @@ impl BackendTask for DistillTask {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         B::seed(&device, self.config.distill.driver.seed);
-        let weights = RunDir::open(&self.config.teacher)
-            .map_err(|e| usage(&e))?
-            .checkpoint_file("ema.safetensors");
+        let teacher_run = RunDir::open(&self.config.teacher).map_err(|e| usage(&e))?;
+        let weights = teacher_checkpoint(&teacher_run).join(TEACHER_EMA_FILE);
         match (&self.config.net, &self.config.discriminator) {
             (TeacherNet::Mlp(c), d) => {
                 let net: MlpDenoiser<B> =
@@ -366,38 +430,54 @@ impl DistillTask {
         };
         let mut method =
             FDistill::new(dc.clone(), teacher, net, critic, data, device).map_err(|e| usage(&e))?;
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(dc.driver.steps as u64)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
         let start = Instant::now();
         let mut last_gen: Option<FDistillMetrics> = None;
+        let mut last_critic: Option<FDistillMetrics> = None;
+        let losses = |g: &Option<FDistillMetrics>, c: &Option<FDistillMetrics>| {
+            let g = g.as_ref();
+            let c = c.as_ref();
+            format!(
+                "h∈[{:.2},{:.2}] ℓ̄ {:.2} gan {:.3} dsm {:.4} disc {:.4}",
+                g.and_then(|m| m.weight).map_or(f64::NAN, |w| w.min),
+                g.and_then(|m| m.weight).map_or(f64::NAN, |w| w.max),
+                g.and_then(|m| m.log_ratio).map_or(f64::NAN, |l| l.mean),
+                g.and_then(|m| m.loss_gan).unwrap_or(f64::NAN),
+                c.and_then(|m| m.loss_dsm).unwrap_or(f64::NAN),
+                c.and_then(|m| m.loss_discriminator).unwrap_or(f64::NAN),
+            )
+        };
+        let mut progress: Option<Progress> = None;
+        let armed = interrupt::arm();
         let result = run_distillation(&mut method, &dc.driver, &run, resume, |r| {
-            bar.set_position(r.step as u64);
             if r.metrics.phase == Phase::Generator {
                 last_gen = Some(r.metrics.clone());
-                let m = r.metrics;
-                bar.set_message(format!(
-                    "h∈[{:.2},{:.2}] ℓ̄ {:.2} gan {:.3}",
-                    m.weight.map_or(f64::NAN, |w| w.min),
-                    m.weight.map_or(f64::NAN, |w| w.max),
-                    m.log_ratio.map_or(f64::NAN, |l| l.mean),
-                    m.loss_gan.unwrap_or(f64::NAN),
-                ));
+            } else {
+                last_critic = Some(r.metrics.clone());
             }
+            let p = progress.get_or_insert_with(|| {
+                Progress::new("distill", r.step as u64 - 1, r.total_steps as u64, quiet)
+            });
+            p.update(r.step as u64, || losses(&last_gen, &last_critic));
+            if r.checkpointed {
+                tracing::info!(
+                    "checkpoint at step {} in {}",
+                    r.step,
+                    run.checkpoint_dir().display()
+                );
+            }
+            tracing::debug!("step {}: {:?}", r.step, r.metrics);
             debug_assert!(r.metrics.non_finite().is_none());
+            if interrupt::requested() {
+                return Err(Box::new(StopRequested));
+            }
             Ok(())
         });
-        bar.finish_and_clear();
-        let summary = result.map_err(|e| CliError::Runtime(e.into()))?;
+        drop(armed);
+        if let Some(p) = &mut progress {
+            p.finish(|| losses(&last_gen, &last_critic));
+        }
+        let resume_cmd = format!("fdistill distill --out {} --resume", shell_word(run.root()));
+        let summary = result.map_err(|e| loop_error(e, &resume_cmd))?;
         let elapsed = start.elapsed().as_secs_f64();
         let steps = summary.last_step + 1 - summary.first_step;
         if !quiet {

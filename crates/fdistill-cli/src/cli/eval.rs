@@ -27,12 +27,9 @@ pub struct EvalArgs {
     /// Run directory of `fdistill classifier train` (the metric network) for --images.
     #[arg(long, requires = "images")]
     pub classifier: Option<PathBuf>,
-    /// A built-in target: mode metrics for Gaussian mixtures, distances against fresh exact samples.
-    #[arg(
-        long,
-        conflicts_with_all = ["reference", "images"],
-        required_unless_present_any = ["reference", "images"]
-    )]
+    /// A built-in target: mode metrics for Gaussian mixtures, distances against fresh exact
+    /// samples. --samples needs --target or --reference.
+    #[arg(long, conflicts_with_all = ["reference", "images"])]
     pub target: Option<String>,
     /// A reference sample file for the distances; with --images, real images as an image
     /// source (default: the classifier's test set, e.g. fashion-mnist-test).
@@ -60,6 +57,10 @@ pub struct Floor {
     pub sliced_wasserstein: f64,
 }
 
+/// How a mode counts as covered ([`mode_report`]), printed with the mode metrics.
+pub const COVERAGE_RULE: &str = "a mode counts as covered when at least 50 % of its expected \
+    mass (its weight × the share of a Gaussian within 3 std) lies within 3 std of its mean";
+
 /// The report: the keys that apply.
 #[derive(Debug, Serialize, Default)]
 pub struct EvalReport {
@@ -67,8 +68,18 @@ pub struct EvalReport {
     pub modes_covered: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modes_total: Option<usize>,
+    /// [`COVERAGE_RULE`], with the mode metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage_rule: Option<&'static str>,
+    /// The target's mixture weight of each mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_mode_weight: Option<Vec<f64>>,
+    /// The share of samples within 3 std of each mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_mode_mass: Option<Vec<f64>>,
+    /// The share each mode should hold: weight × P(within 3 std).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_mode_expected: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_log_density: Option<f64>,
     pub mmd2: f64,
@@ -94,6 +105,14 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
         .samples
         .clone()
         .ok_or_else(|| CliError::Usage("give --samples FILE or --images FILE".into()))?;
+    if args.target.is_none() && args.reference.is_none() {
+        return Err(CliError::Usage(
+            "--samples needs something to compare against: --target NAME (a built-in target: \
+             mode coverage and distances against fresh exact samples) or --reference FILE (a \
+             .csv/.npy sample set: distances)"
+                .into(),
+        ));
+    }
     let samples = load_file(&samples_path).map_err(|e| usage(&e))?;
     let dim = samples.dim;
     let mut report = EvalReport::default();
@@ -121,7 +140,10 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
                 let modes = mode_report(g, &samples.values);
                 report.modes_covered = Some(modes.modes_covered);
                 report.modes_total = Some(modes.modes_total);
+                report.coverage_rule = Some(COVERAGE_RULE);
+                report.per_mode_weight = Some(g.weights().to_vec());
                 report.per_mode_mass = Some(modes.per_mode_mass);
+                report.per_mode_expected = Some(modes.expected_mass);
                 report.mean_log_density = Some(mean_log_density(g, &samples.values));
             }
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
@@ -173,12 +195,17 @@ pub fn run(args: EvalArgs) -> Result<(), CliError> {
             samples.len()
         );
         if let (Some(c), Some(t)) = (report.modes_covered, report.modes_total) {
-            println!("modes covered       {c}/{t}");
+            println!("modes covered       {c}/{t}  ({COVERAGE_RULE})");
         }
-        if let Some(m) = &report.per_mode_mass {
-            let cells: Vec<String> = m.iter().map(|v| format!("{v:.3}")).collect();
-            println!("per-mode mass       [{}]", cells.join(", "));
-        }
+        let row = |name: &str, v: &Option<Vec<f64>>| {
+            if let Some(m) = v {
+                let cells: Vec<String> = m.iter().map(|v| format!("{v:.3}")).collect();
+                println!("{name:<20}[{}]", cells.join(", "));
+            }
+        };
+        row("per-mode weight", &report.per_mode_weight);
+        row("per-mode expected", &report.per_mode_expected);
+        row("per-mode mass", &report.per_mode_mass);
         if let Some(l) = report.mean_log_density {
             println!("mean log-density    {l:.4}");
         }

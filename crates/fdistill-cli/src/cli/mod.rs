@@ -9,6 +9,9 @@ mod distill;
 mod distill_vardiu;
 mod divergences;
 mod eval;
+mod interrupt;
+mod progress;
+mod run_guard;
 mod sample;
 mod study;
 mod teacher;
@@ -50,7 +53,8 @@ pub enum Command {
     Classifier(classifier::ClassifierArgs),
 }
 
-/// A command-line failure: bad input (exit code 2) or a failure while running (exit code 1).
+/// A command-line failure: bad input (exit code 2), a failure while running (exit code 1),
+/// or a clean stop on Ctrl-C/SIGTERM (exit code 130).
 #[derive(Debug, Error)]
 pub enum CliError {
     /// The user's input is wrong; the message says how to fix it.
@@ -59,14 +63,18 @@ pub enum CliError {
     /// Something failed while running.
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
+    /// Training stopped on a signal after writing a checkpoint; the message says how to resume.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl CliError {
-    /// Process exit code: 2 for bad input, 1 otherwise.
+    /// Process exit code: 2 for bad input, 130 after an interrupt, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
             CliError::Runtime(_) => 1,
+            CliError::Interrupted(_) => interrupt::EXIT_INTERRUPTED,
         }
     }
 }

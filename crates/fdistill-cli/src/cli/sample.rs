@@ -1,9 +1,10 @@
-//! `fdistill sample --checkpoint DIR --n N [--nfe K] [--sampler heun|euler] --out FILE.csv|FILE.npy
-//! [--grid FILE.png]`.
+//! `fdistill sample --checkpoint DIR --n N [--nfe K] [--sampler heun|euler]
+//! --out FILE.csv|FILE.npy|- [--grid FILE.png] [--plot FILE.png]`.
 //!
 //! Class-conditional checkpoints are sampled class-balanced: sample `i` gets label
 //! `i mod n_classes`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -14,10 +15,13 @@ use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill::core::targets::gmm_target;
 use fdistill::data::images::save_image_grid;
-use fdistill::data::save_file;
+use fdistill::data::{DataSource, TrainingData, save_file, write_csv};
 use fdistill::train::checkpoint::{CheckpointError, load_module, read_json};
-use fdistill::train::teacher::TeacherCheckpointState;
-use fdistill_plot::{Scatter, scatter_png};
+use fdistill::train::teacher::{
+    TEACHER_EMA_FILE, TEACHER_STATE_FILE, TeacherCheckpointState, teacher_checkpoint,
+};
+use fdistill_plot::{Scatter, scatter_over_data_png};
+use rand::SeedableRng;
 
 use super::CliError;
 use super::teacher::{TeacherNet, read_run_config};
@@ -57,14 +61,15 @@ pub struct SampleArgs {
     /// Seed of the latents.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output file: .csv or .npy.
+    /// Output file: .csv or .npy, or `-` for CSV on stdout.
     #[arg(long)]
     pub out: PathBuf,
     /// Image checkpoints: also write the first samples as a PNG grid (10 per row, up to 100).
     #[arg(long)]
     pub grid: Option<PathBuf>,
-    /// 2-D data: also write a scatter PNG of the samples over the target density (the density
-    /// background only for built-in Gaussian-mixture targets).
+    /// 2-D data: also write a scatter PNG of the samples (red) over the target density (built-in
+    /// Gaussian mixtures) or over the training data (grey; files and two-moons), titled with the
+    /// model (teacher sampler or student divergence).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
@@ -82,18 +87,52 @@ fn check_plot_arg(plot: &Option<PathBuf>) -> Result<(), CliError> {
     }
 }
 
-/// Writes the `--plot` scatter of 2-D samples over the density of `source` when it is a
-/// built-in Gaussian-mixture target. The view covers the samples and the target's modes.
-fn write_scatter(path: &Path, values: &[f64], dim: usize, source: &str) -> Result<(), CliError> {
-    if dim != 2 {
+/// `--plot` needs 2-D samples: checked from the checkpoint's dimension before anything is
+/// sampled or written.
+fn check_plot_dim(plot: &Option<PathBuf>, dim: usize) -> Result<(), CliError> {
+    if plot.is_some() && dim != 2 {
         return Err(CliError::Usage(format!(
-            "--plot needs 2-D samples; these have dimension {dim}"
+            "--plot needs 2-D samples; this checkpoint's data has dimension {dim} (drop --plot, \
+             or plot the --out file yourself)"
         )));
     }
+    Ok(())
+}
+
+/// Largest number of training points drawn behind a scatter.
+const MAX_BACKGROUND: usize = 5000;
+
+/// Writes the `--plot` scatter of 2-D samples titled `model`: over the density of `source`
+/// when it is a built-in Gaussian-mixture target, else over (up to 5000 of) its data in grey.
+/// The view covers the samples and the data.
+fn write_scatter(path: &Path, values: &[f64], source: &str, model: &str) -> Result<(), CliError> {
     let points: Vec<[f64; 2]> = values.chunks(2).map(|p| [p[0], p[1]]).collect();
     let mixture = gmm_target(source).ok();
+    let background: Vec<[f64; 2]> = if mixture.is_some() {
+        Vec::new()
+    } else {
+        match DataSource::parse(source).resolve() {
+            Ok(TrainingData::Samples(d)) if d.dim == 2 => {
+                let step = d.len().div_ceil(MAX_BACKGROUND).max(1);
+                (0..d.len())
+                    .step_by(step)
+                    .map(|i| [d.row(i)[0], d.row(i)[1]])
+                    .collect()
+            }
+            Ok(data) if data.dim() == 2 && !matches!(data, TrainingData::Images(_)) => {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+                data.sample(2000, &mut rng)
+                    .chunks(2)
+                    .map(|p| [p[0], p[1]])
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    };
     let mut extent = points
         .iter()
+        .chain(&background)
+        .filter(|p| p[0].is_finite() && p[1].is_finite())
         .fold(1.0f64, |m, p| m.max(p[0].abs()).max(p[1].abs()));
     if let Some(g) = &mixture {
         for (m, s) in g.means().iter().zip(g.stds()) {
@@ -106,8 +145,15 @@ fn write_scatter(path: &Path, values: &[f64], dim: usize, source: &str) -> Resul
     let log_density = mixture
         .as_ref()
         .map(|g| move |x: f64, y: f64| g.log_density(&[x, y], 0.0));
-    let title = format!("{} samples over {source}", points.len());
-    scatter_png(
+    let behind = if mixture.is_some() {
+        "density"
+    } else if background.is_empty() {
+        "data not available"
+    } else {
+        "grey: data"
+    };
+    let title = format!("{model}: {} samples, {source} ({behind})", points.len());
+    scatter_over_data_png(
         path,
         &Scatter {
             title: &title,
@@ -116,10 +162,16 @@ fn write_scatter(path: &Path, values: &[f64], dim: usize, source: &str) -> Resul
             x_range: (-extent, extent),
             y_range: (-extent, extent),
         },
+        &background,
     )
     .map_err(CliError::Runtime)?;
     eprintln!("wrote a scatter plot to {}", path.display());
     Ok(())
+}
+
+/// Whether `--out` is `-` (CSV on stdout).
+fn to_stdout(out: &Path) -> bool {
+    out.as_os_str() == "-"
 }
 
 /// Runs `fdistill sample`.
@@ -131,9 +183,10 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
     }
     match args.out.extension().and_then(|e| e.to_str()) {
         Some("csv" | "npy") => {}
+        _ if to_stdout(&args.out) => {}
         _ => {
             return Err(CliError::Usage(format!(
-                "--out `{}`: use a .csv or .npy file name",
+                "--out `{}`: use a .csv or .npy file name, or `-` for CSV on stdout",
                 args.out.display()
             )));
         }
@@ -168,11 +221,13 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
     let (run, config) = read_run_config(&args.checkpoint)?;
     let image_shape = config.net.image_shape();
     check_grid_arg(&args, image_shape)?;
-    let state_path = run.checkpoint_file("state.json");
-    let state: TeacherCheckpointState = read_json(&state_path).map_err(|e| usage(&e))?;
+    check_plot_dim(&args.plot, config.net.dim())?;
+    let checkpoint = teacher_checkpoint(&run);
+    let state: TeacherCheckpointState =
+        read_json(&checkpoint.join(TEACHER_STATE_FILE)).map_err(|e| usage(&e))?;
     let task = SampleTask {
         net: config.net,
-        weights: run.checkpoint_file("ema.safetensors"),
+        weights: checkpoint.join(TEACHER_EMA_FILE),
         kind,
         sigmas,
         n: args.n,
@@ -186,6 +241,7 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         &values,
         &config.data.source,
         image_shape,
+        &format!("teacher, {kind:?} {} NFE", args.nfe),
         "the checkpoint's weights are broken — retrain with a lower lr",
     )?;
     eprintln!(
@@ -194,9 +250,18 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
         kind,
         args.nfe,
         state.step,
-        args.out.display()
+        out_name(&args.out)
     );
     Ok(())
+}
+
+/// How `--out` reads in messages.
+fn out_name(out: &Path) -> String {
+    if to_stdout(out) {
+        "stdout".into()
+    } else {
+        out.display().to_string()
+    }
 }
 
 /// `--grid` needs an image checkpoint.
@@ -215,12 +280,13 @@ fn check_grid_arg(
 }
 
 /// Refuses non-finite samples (naming the first and `broken`, what to do about it), then
-/// writes `--out`, and `--plot` / `--grid` when asked.
+/// writes `--out` (CSV on stdout for `-`), and `--plot` (titled `model`) / `--grid` when asked.
 fn write_outputs(
     args: &SampleArgs,
     values: &[f64],
     source: &str,
     image_shape: Option<(usize, usize, usize)>,
+    model: &str,
     broken: &str,
 ) -> Result<(), CliError> {
     let dim = values.len() / args.n;
@@ -231,9 +297,16 @@ fn write_outputs(
             values[i]
         )));
     }
-    save_file(&args.out, values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    if to_stdout(&args.out) {
+        let mut stdout = std::io::stdout().lock();
+        write_csv(&mut stdout, values, dim)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| CliError::Runtime(anyhow::anyhow!("writing samples to stdout: {e}")))?;
+    } else {
+        save_file(&args.out, values, dim).map_err(|e| CliError::Runtime(e.into()))?;
+    }
     if let Some(plot) = &args.plot {
-        write_scatter(plot, values, dim, source)?;
+        write_scatter(plot, values, source, model)?;
     }
     if let (Some(grid), Some(shape)) = (&args.grid, image_shape) {
         write_grid(grid, values, args.n, shape)?;
@@ -317,6 +390,7 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
         };
     let image_shape = net.image_shape();
     check_grid_arg(args, image_shape)?;
+    check_plot_dim(&args.plot, config.net.dim())?;
     let task = StudentSampleTask {
         net,
         weights,
@@ -330,12 +404,13 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
         &values,
         &source,
         image_shape,
+        &format!("student ({}), 1 NFE", config.distill.divergence),
         "the student's weights are broken — distil again with lower lr_* (or resume an earlier checkpoint)",
     )?;
     eprintln!(
         "wrote {} one-step samples (NFE 1, {what}) to {}",
         args.n,
-        args.out.display()
+        out_name(&args.out)
     );
     Ok(())
 }

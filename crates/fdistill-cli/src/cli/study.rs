@@ -8,9 +8,10 @@ use clap::{Args, Subcommand};
 use fdistill::backends::CpuBackend;
 use fdistill::studies::exact::{self, ExactStudyConfig};
 use fdistill::studies::mog40;
-use indicatif::{ProgressBar, ProgressStyle};
+use fdistill::train::guard::{RunGuard, WriteMode};
 
 use super::CliError;
+use super::progress::Progress;
 
 /// `fdistill study ...`.
 #[derive(Debug, Subcommand)]
@@ -28,9 +29,14 @@ pub enum StudyCommand {
 /// Arguments of `fdistill study mog40`.
 #[derive(Debug, Args)]
 pub struct Mog40Args {
-    /// Output directory (created if missing).
+    /// Output directory (created if missing). A directory that holds an earlier study (its
+    /// config.json) is refused unless --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the study in --out (its config.json and summaries are deleted first; figures of
+    /// the same names are rewritten).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Generator updates per run (the equal budget).
     #[arg(long, default_value_t = 3000)]
     pub steps: usize,
@@ -78,9 +84,14 @@ pub struct ExactArgs {
     /// Target: ring8-unbalanced or bimodal-1d.
     #[arg(long, default_value = "ring8-unbalanced")]
     pub target: String,
-    /// Output directory (created if missing).
+    /// Output directory (created if missing). A directory that holds an earlier study (its
+    /// config.json) is refused unless --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the study in --out (its config.json and summaries are deleted first; figures of
+    /// the same names are rewritten).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Number of seeds (0..N).
     #[arg(long, default_value_t = 5)]
     pub seeds: u64,
@@ -107,6 +118,23 @@ fn split_specs(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// What a study writes besides config.json (deleted by `--overwrite`).
+const STUDY_FILES: [&str; 3] = ["summary.csv", "summary.md", "summary.json"];
+
+/// One writer per study directory, and no silent overwrite of an earlier study.
+fn lock_study(
+    out: &std::path::Path,
+    resume: bool,
+    overwrite: bool,
+) -> Result<RunGuard, CliError> {
+    super::run_guard::acquire(
+        out,
+        WriteMode::from_flags(resume, overwrite),
+        &STUDY_FILES,
+        "",
+    )
 }
 
 /// Runs `fdistill study`.
@@ -156,19 +184,18 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
     }
     .check()
     .map_err(usage)?;
-    let bar = ProgressBar::new(mog40::total_ticks(&config));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} iterations ({eta})",
-        )
-        .expect("valid template"),
-    );
+    let _guard = lock_study(&args.out, args.resume, args.overwrite)?;
+    let progress = std::cell::RefCell::new(Progress::new("study mog40", 0, mog40::total_ticks(&config), false));
+    let mut done = 0;
     let start = Instant::now();
     let hooks = mog40::StudyHooks {
         resume: args.resume,
-        progress: &mut |n| bar.inc(n),
+        progress: &mut |n| {
+            done += n;
+            progress.borrow_mut().update(done, String::new);
+        },
         finished: &mut |r| {
-            bar.suspend(|| {
+            progress.borrow().suspend(|| {
                 eprintln!(
                     "[{:.0} s] {} / {} / seed {}: {} after {} updates: log-density {:.2}, MMD² {:.4}, {} modes, {:.1} ms/update",
                     start.elapsed().as_secs_f64(),
@@ -186,7 +213,7 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
         },
     };
     let result = mog40::run_and_write::<CpuBackend>(&config, &args.out, hooks)?;
-    bar.finish_and_clear();
+    progress.borrow_mut().finish(String::new);
     eprintln!(
         "{} runs in {:.1} s; wrote {}",
         result.runs.len(),
@@ -213,16 +240,15 @@ fn run_exact(args: ExactArgs) -> Result<(), CliError> {
     let study = config
         .check()
         .map_err(|e| CliError::Usage(format!("{e:#}")))?;
-    let bar = ProgressBar::new(exact::total_steps(&study));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps ({eta})",
-        )
-        .expect("valid template"),
-    );
+    let _guard = lock_study(&args.out, false, args.overwrite)?;
+    let mut progress = Progress::new("study exact", 0, exact::total_steps(&study), false);
+    let mut done = 0;
     let start = Instant::now();
-    let result = exact::run_and_write(&study, &args.out, &mut |n| bar.inc(n))?;
-    bar.finish_and_clear();
+    let result = exact::run_and_write(&study, &args.out, &mut |n| {
+        done += n;
+        progress.update(done, String::new);
+    })?;
+    progress.finish(String::new);
     eprintln!(
         "{} runs in {:.1} s; wrote {}",
         result.runs.len(),

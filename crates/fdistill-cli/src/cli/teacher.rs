@@ -1,5 +1,6 @@
 //! `fdistill teacher train --data NAME|FILE|IMAGES --out DIR [--net mlp|unet[:PRESET]]
-//! [--steps N] [--config FILE] [--dry-run]`.
+//! [--steps N] [--config FILE] [--dry-run] [--overwrite]`, and
+//! `fdistill teacher train --out DIR --resume [--steps N]`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,15 +14,17 @@ use fdistill::core::EdmDenoiser;
 use fdistill::core::random::standard_normal;
 use fdistill::data::{DataSource, TrainingData};
 use fdistill::nets::{MlpDenoiserConfig, UNetConfig};
-use fdistill::train::checkpoint::{RunDir, save_module, write_json};
-use fdistill::train::teacher::{
-    TeacherCheckpointState, TeacherConfig, TeacherState, train_teacher,
-};
-use indicatif::{ProgressBar, ProgressStyle};
+use fdistill::train::checkpoint::RunDir;
+use fdistill::train::distill::driver::latest_checkpoint;
+use fdistill::train::distill::{StopRequested, run_training};
+use fdistill::train::guard::WriteMode;
+use fdistill::train::teacher::{EdmTeacher, TeacherConfig};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::CliError;
+use super::progress::Progress;
+use super::run_guard::{self, loop_error, shell_word};
+use super::{CliError, interrupt};
 
 /// Arguments of `fdistill teacher`.
 #[derive(Debug, Args)]
@@ -43,21 +46,30 @@ pub enum TeacherAction {
 pub struct TrainArgs {
     /// Built-in target (bimodal-1d, grid25, mog40, ring8-unbalanced, two-moons), a .csv/.npy
     /// file, or images: fashion-mnist[:DIR], idx:IMAGES,LABELS, png:DIR, each optionally
-    /// @SIDE (e.g. fashion-mnist@16). Labelled images train a class-conditional net.
-    #[arg(long)]
-    pub data: String,
+    /// @SIDE (e.g. fashion-mnist@16). Labelled images train a class-conditional net. File
+    /// paths are stored absolute in config.json. Not with --resume (the run's data is used).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<String>,
     /// Network: `mlp` (vectors) or `unet[:PRESET]` (images: EDM's SongUNet/DhariwalUNet;
     /// presets fashion-mnist, fashion-mnist-small (default), fashion-mnist-16, tiny,
     /// edm-ddpmpp-cifar10, edm-ncsnpp-cifar10, edm-adm-imagenet64). Resolution, channels and
     /// classes follow the data; a config file's `unet` object replaces the preset.
     #[arg(long, default_value = "mlp")]
     pub net: String,
-    /// Run directory to create (config.json, metrics.jsonl, checkpoint/).
+    /// Run directory to create (config.json, metrics.jsonl, timing.jsonl, checkpoint/). A
+    /// directory that holds a run is refused unless --resume or --overwrite.
     #[arg(long)]
     pub out: PathBuf,
-    /// Training steps (overrides the config file).
+    /// Training steps (overrides the config file; with --resume, may extend the run).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Continue the run in --out from its last checkpoint, exactly (its config.json is used;
+    /// only --steps may change).
+    #[arg(long, conflicts_with_all = ["overwrite", "data", "net", "config"])]
+    pub resume: bool,
+    /// Delete the run in --out (config.json, metrics, checkpoints) and start afresh.
+    #[arg(long)]
+    pub overwrite: bool,
     /// JSON file with `{"teacher": {...}, "net": {...}}` overrides.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -122,6 +134,14 @@ impl TeacherNet {
         }
     }
 
+    /// EDM's σ_data of the net (the data's scale).
+    pub fn sigma_data(&self) -> f64 {
+        match self {
+            TeacherNet::Mlp(c) => c.sigma_data,
+            TeacherNet::Unet(c) => c.sigma_data,
+        }
+    }
+
     /// Flattened data dimension.
     pub fn dim(&self) -> usize {
         match self {
@@ -178,7 +198,8 @@ fn unet_preset(name: &str) -> Result<UNetConfig, CliError> {
 /// Where the training data came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
-    /// The `--data` value.
+    /// The `--data` value, with file paths made absolute
+    /// ([`absolute_source`](fdistill::data::absolute_source)).
     pub source: String,
     /// Data dimension.
     pub dim: usize,
@@ -194,9 +215,13 @@ pub struct TeacherRunConfig {
     pub teacher: TeacherConfig,
 }
 
-/// Resolves and validates everything; no tensor exists yet.
+/// Resolves and validates a new run's configuration; no tensor exists yet.
 pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), CliError> {
-    let data = DataSource::parse(&args.data)
+    let data_spec = args
+        .data
+        .as_deref()
+        .ok_or_else(|| CliError::Usage("--data is required (without --resume)".into()))?;
+    let data = DataSource::parse(data_spec)
         .resolve()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let user: UserConfig = match &args.config {
@@ -224,8 +249,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
         ("mlp", None) => {
             if let TrainingData::Images(_) = data {
                 return Err(CliError::Usage(format!(
-                    "--data `{}` is images; use --net unet",
-                    args.data
+                    "--data `{data_spec}` is images; use --net unet"
                 )));
             }
             let sigma_data = match user.net.sigma_data {
@@ -248,14 +272,13 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
         ("unet", preset) => {
             let TrainingData::Images(set) = &data else {
                 return Err(CliError::Usage(format!(
-                    "--net unet needs images (fashion-mnist, idx:…, png:…); `{}` is not",
-                    args.data
+                    "--net unet needs images (fashion-mnist, idx:…, png:…); `{data_spec}` is not"
                 )));
             };
             if set.height != set.width {
                 return Err(CliError::Usage(format!(
-                    "the UNet needs square images; `{}` is {}×{}",
-                    args.data, set.height, set.width
+                    "the UNet needs square images; `{data_spec}` is {}×{}",
+                    set.height, set.width
                 )));
             }
             let mut net = match (&user.unet, preset) {
@@ -283,7 +306,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
     let config = TeacherRunConfig {
         kind: "teacher".into(),
         data: DataInfo {
-            source: args.data.clone(),
+            source: fdistill::data::absolute_source(data_spec),
             dim: data.dim(),
         },
         net,
@@ -299,6 +322,45 @@ pub fn run(args: TeacherArgs) -> Result<(), CliError> {
     }
 }
 
+/// What `--resume` expects, for the guard's message.
+const RESUME_HINT: &str =
+    "--resume continues a run: pass the --out of an earlier `fdistill teacher train`";
+
+/// The configuration of the run in `args.out` for `--resume`: its own `config.json` with
+/// `--steps` applied, and its data (from the recorded source).
+fn resolve_resume(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), CliError> {
+    let (run, mut config) = read_run_config(&args.out)?;
+    if latest_checkpoint(&run).is_err() && run.checkpoint_file("state.json").is_file() {
+        return Err(CliError::Usage(format!(
+            "`{}` was trained by an earlier fdistill whose checkpoints hold no optimiser state, \
+             so it cannot continue exactly; train it again with --overwrite (distillation can \
+             still use it as it is)",
+            args.out.display()
+        )));
+    }
+    if let Some(steps) = args.steps {
+        config.teacher.steps = steps;
+    }
+    config.teacher = config
+        .teacher
+        .clone()
+        .check()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let data = load_recorded_data(&config.data.source, &run.config_path())?;
+    Ok((config, data))
+}
+
+/// Loads the data a run recorded; an error names the `config.json` the source came from.
+pub fn load_recorded_data(source: &str, config_path: &Path) -> Result<TrainingData, CliError> {
+    DataSource::parse(source).resolve().map_err(|e| {
+        CliError::Usage(format!(
+            "{e}\n(the data source `{source}` is recorded in `{}`; restore the data there, or \
+             edit `data.source` in that file to point at it)",
+            config_path.display()
+        ))
+    })
+}
+
 /// `fdistill teacher train` as a function (the demo calls it).
 pub fn train(args: TrainArgs) -> Result<(), CliError> {
     let device: DeviceSpec = args
@@ -312,7 +374,18 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
                 .to_string(),
         ));
     }
-    let (config, data) = resolve(&args)?;
+    let mode = WriteMode::from_flags(args.resume, args.overwrite);
+    // --resume reads the run it continues: lock it first (creating nothing).
+    let early = if args.resume && !args.dry_run {
+        Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?)
+    } else {
+        None
+    };
+    let (config, data) = if args.resume {
+        resolve_resume(&args)?
+    } else {
+        resolve(&args)?
+    };
     if args.dry_run {
         println!(
             "{}",
@@ -320,10 +393,31 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    let run = RunDir::create(&args.out).map_err(|e| CliError::Usage(e.to_string()))?;
-    run.write_config(&config).map_err(anyhow::Error::from)?;
-    let task = TrainTask { config, data, run };
-    dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))?
+    let guard = match early {
+        Some(g) => g,
+        None => run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?,
+    };
+    let run = guard.run().clone();
+    if !args.resume || args.steps.is_some() {
+        // A resumed run's config.json records its new length.
+        run.write_config(&config).map_err(anyhow::Error::from)?;
+    }
+    tracing::info!(
+        "teacher on `{}` (dimension {}), {} steps, seed {}",
+        config.data.source,
+        config.data.dim,
+        config.teacher.steps,
+        config.teacher.seed
+    );
+    let task = TrainTask {
+        config,
+        data,
+        run,
+        resume: args.resume,
+    };
+    let result = dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))?;
+    drop(guard);
+    result
 }
 
 struct Noop;
@@ -336,123 +430,117 @@ struct TrainTask {
     config: TeacherRunConfig,
     data: TrainingData,
     run: RunDir,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Serialize)]
-struct MetricsLine {
-    step: usize,
-    loss: f64,
-    ema_beta: f64,
-    elapsed_s: f64,
-    steps_per_s: f64,
-}
-
-/// Writes `checkpoint/{model,ema}.safetensors` and `checkpoint/state.json`.
-fn save_checkpoint<B: AutodiffBackend, M: AutodiffModule<B>>(
-    run: &RunDir,
-    state: &TeacherState<B, M>,
-    ema_beta: f64,
-    loss: f64,
-) -> anyhow::Result<()> {
-    save_module::<B, _>(&state.model, &run.checkpoint_file("model.safetensors"))?;
-    save_module::<B::InnerBackend, _>(&state.ema, &run.checkpoint_file("ema.safetensors"))?;
-    let st = TeacherCheckpointState {
-        step: state.step,
-        rng: state.rng.clone(),
-        ema_beta,
-        loss,
-    };
-    write_json(&run.checkpoint_file("state.json"), &st)?;
-    Ok(())
+    resume: bool,
 }
 
 impl BackendTask for TrainTask {
     type Output = Result<(), CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<(), CliError> {
-        let TrainTask { config, data, run } = self;
-        match &config.net {
-            TeacherNet::Mlp(c) => train_net(c.init::<B>(&device), &config, &data, &run, &device),
-            TeacherNet::Unet(c) => train_net(c.init::<B>(&device), &config, &data, &run, &device),
+        // The initial weights come from the backend's RNG: seed it, so the same seed gives
+        // the same teacher.
+        B::seed(&device, self.config.teacher.seed);
+        match &self.config.net {
+            TeacherNet::Mlp(c) => train_net(c.init::<B>(&device), &self, &device),
+            TeacherNet::Unet(c) => train_net(c.init::<B>(&device), &self, &device),
         }
     }
 }
 
-/// The training loop of [`train_teacher`] with a progress bar, metrics and checkpoints.
-fn train_net<B, M>(
-    model: M,
-    config: &TeacherRunConfig,
-    data: &TrainingData,
-    run: &RunDir,
-    device: &B::Device,
-) -> Result<(), CliError>
+/// The checkpointed training loop with progress, a clean stop on Ctrl-C and the summary.
+fn train_net<B, M>(model: M, task: &TrainTask, device: &B::Device) -> Result<(), CliError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + EdmDenoiser<B>,
 {
-    let t = &config.teacher;
-    let bar = ProgressBar::new(t.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} loss {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
+    let t = &task.config.teacher;
+    let mut teacher = EdmTeacher::new(model, &task.data, t, device)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let start = Instant::now();
     let mut loss_avg = f64::NAN;
-    let result = train_teacher(model, data, t, device, |m, state| {
+    let mut progress: Option<Progress> = None;
+    let armed = interrupt::arm();
+    let result = run_training(&mut teacher, &t.driver(), &task.run, task.resume, |r| {
+        let m = r.metrics;
         loss_avg = if loss_avg.is_nan() {
             m.loss
         } else {
             0.98 * loss_avg + 0.02 * m.loss
         };
-        bar.set_position(m.step as u64);
-        if m.step % 10 == 0 || m.step == t.steps {
-            bar.set_message(format!("{loss_avg:.4}"));
+        let p = progress.get_or_insert_with(|| {
+            Progress::new("teacher", r.step as u64 - 1, r.total_steps as u64, false)
+        });
+        p.update(r.step as u64, || format!("loss {loss_avg:.4}"));
+        if r.checkpointed {
+            tracing::info!(
+                "checkpoint at step {} in {}",
+                r.step,
+                task.run.checkpoint_dir().display()
+            );
         }
-        if m.step % t.log_every == 0 || m.step == t.steps {
-            let elapsed = start.elapsed().as_secs_f64();
-            run.append_metrics(&MetricsLine {
-                step: m.step,
-                loss: m.loss,
-                ema_beta: m.ema_beta,
-                elapsed_s: elapsed,
-                steps_per_s: m.step as f64 / elapsed.max(1e-9),
-            })?;
-        }
-        if m.step % t.checkpoint_every == 0 || m.step == t.steps {
-            save_checkpoint(run, state, m.ema_beta, m.loss)?;
+        tracing::debug!(
+            "step {}: loss {:.6}, ema β {:.6}",
+            r.step,
+            m.loss,
+            m.ema_beta
+        );
+        if interrupt::requested() {
+            return Err(Box::new(StopRequested));
         }
         Ok(())
     });
-    bar.finish_and_clear();
-    result.map_err(|e| CliError::Runtime(e.into()))?;
+    drop(armed);
+    if let Some(p) = &mut progress {
+        p.finish(|| format!("loss {loss_avg:.4}"));
+    }
+    let resume_cmd = format!(
+        "fdistill teacher train --out {} --resume",
+        shell_word(task.run.root())
+    );
+    let summary = result.map_err(|e| loop_error(e, &resume_cmd))?;
     let elapsed = start.elapsed().as_secs_f64();
+    let steps = summary.last_step + 1 - summary.first_step;
     eprintln!(
-        "trained {} steps in {elapsed:.1} s ({:.0} steps/s), final loss (running mean) {loss_avg:.4}; \
-         checkpoint in {}",
-        t.steps,
-        t.steps as f64 / elapsed,
-        run.checkpoint_dir().display()
+        "trained {steps} steps ({} → {}) in {elapsed:.1} s ({:.0} steps/s), final loss (running \
+         mean) {loss_avg:.4}; checkpoint in {}",
+        summary.first_step,
+        summary.last_step,
+        steps as f64 / elapsed,
+        task.run.checkpoint_dir().display()
     );
     Ok(())
 }
 
-/// Reads and checks a teacher run's `config.json`.
+/// Reads and checks a teacher run's `config.json`. A run of another kind is named as such
+/// (a student run given as `--teacher` is a likely slip).
 pub fn read_run_config(dir: &Path) -> Result<(RunDir, TeacherRunConfig), CliError> {
-    let run = RunDir::open(dir).map_err(|e| CliError::Usage(e.to_string()))?;
-    let config: TeacherRunConfig = run
+    let run = RunDir::open(dir).map_err(|e| {
+        CliError::Usage(format!(
+            "{e} (a teacher run is the --out directory of `fdistill teacher train`)"
+        ))
+    })?;
+    let value: serde_json::Value = run
         .read_config()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    if config.kind != "teacher" {
+    let kind = value["kind"].as_str().unwrap_or("unknown");
+    if kind != "teacher" {
+        let made_by = match kind {
+            "student" => "a student run (`fdistill distill --out`)",
+            "classifier" => "a classifier run (`fdistill classifier train --out`)",
+            _ => "not a teacher run",
+        };
         return Err(CliError::Usage(format!(
-            "`{}` is a `{}` run; expected a teacher run",
-            dir.display(),
-            config.kind
+            "`{}` is {made_by}; this needs a teacher run: the --out directory of `fdistill \
+             teacher train`",
+            dir.display()
         )));
     }
+    let config: TeacherRunConfig = serde_json::from_value(value).map_err(|e| {
+        CliError::Usage(format!(
+            "`{}` is corrupt or from an incompatible version: {e}",
+            run.config_path().display()
+        ))
+    })?;
     config
         .net
         .check()

@@ -124,6 +124,12 @@ impl NoiseDistribution {
                 lo,
                 hi,
             } => {
+                if points > MAX_GRID_POINTS {
+                    return bad(format!(
+                        "noise: a Karras grid of {points} points is larger than the \
+                         {MAX_GRID_POINTS} accepted (the reference uses 1000)"
+                    ));
+                }
                 let grid = karras_sigmas(points, sigma_min, sigma_max, rho)
                     .map_err(|e| DistillError::Config(format!("noise: {e}")))?;
                 if !(0.0 <= lo && lo < hi && hi <= 1.0) {
@@ -210,6 +216,15 @@ impl NoiseDistribution {
         }
     }
 }
+
+/// Largest Karras grid of [`NoiseDistribution::KarrasGrid`] (it is allocated).
+pub const MAX_GRID_POINTS: usize = 1_000_000;
+
+/// Largest batch of any trainer (a batch of images is allocated several times over).
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+
+/// Largest number of σ-bins of stage-1 normalisation (they are allocated).
+pub const MAX_TIME_BINS: usize = 10_000;
 
 /// Indices `[first, last)` of a `points`-point grid that the fractions `[lo, hi)` select:
 /// `first = ⌊lo·points⌋`, `last = ⌈hi·points⌉` (at most `points`).
@@ -359,8 +374,10 @@ pub struct DistillConfig {
     pub grad_clip_generator: f64,
     /// EMA decay of the generator (effective `min(β, (1+t)/(10+t))` at generator step t).
     pub ema_beta: f64,
-    /// Fault-injection hook for tests: the loss of this iteration is multiplied by NaN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fault-injection hook for tests, set in code: the loss of this iteration is multiplied
+    /// by NaN. Not a config key (never read from or written to a file), so it stays out of
+    /// the user-facing list of keys.
+    #[serde(skip)]
     pub inject_nan_at_step: Option<usize>,
     /// Loop settings (steps, checkpoints, logging, seed).
     pub driver: DriverConfig,
@@ -570,9 +587,10 @@ impl DistillConfig {
         let bad = |m: String| Err(DistillError::Config(m));
         let driver = self.driver.clone().check()?;
         let divergence = self.build_divergence()?;
-        if self.batch_size < 2 {
+        if self.batch_size < 2 || self.batch_size > MAX_BATCH_SIZE {
             return bad(format!(
-                "batch_size must be ≥ 2 (the weights are normalised over the batch), got {}",
+                "batch_size must be in [2, {MAX_BATCH_SIZE}] (the weights are normalised over \
+                 the batch), got {}",
                 self.batch_size
             ));
         }
@@ -615,10 +633,11 @@ impl DistillConfig {
             );
         }
         if let Some(tb) = self.time_bins
-            && (tb.bins == 0 || !(0.0..1.0).contains(&tb.beta))
+            && (tb.bins == 0 || tb.bins > MAX_TIME_BINS || !(0.0..1.0).contains(&tb.beta))
         {
             return bad(format!(
-                "time_bins needs bins ≥ 1 and beta in [0, 1), got bins = {}, beta = {}",
+                "time_bins needs bins in [1, {MAX_TIME_BINS}] and beta in [0, 1), got bins = {}, \
+                 beta = {}",
                 tb.bins, tb.beta
             ));
         }

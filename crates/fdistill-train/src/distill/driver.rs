@@ -8,38 +8,60 @@
 //! - the step counter and the RNG (ChaCha8, saved with every checkpoint);
 //! - the non-finite check: a step whose [`StepMetrics::non_finite`] names a quantity stops
 //!   training *before* anything is written, so the last checkpoint stays intact;
-//! - `metrics.jsonl` (one line every `log_every` steps; truncated to the checkpoint on resume);
+//! - `metrics.jsonl` (one line every `log_every` steps; truncated to the checkpoint on resume),
+//!   free of wall-clock times, which go to `timing.jsonl` ([`StepMetrics::wall_times`]);
 //! - checkpoints every `checkpoint_every` steps and at the end, written to `checkpoint.tmp/`
 //!   and renamed over `checkpoint/`, so a crash mid-write never leaves a torn checkpoint;
 //! - exact resume: with the same config, an interrupted-and-resumed run writes the same
-//!   metrics as an uninterrupted one.
+//!   `metrics.jsonl` and checkpoint files, byte for byte, as an uninterrupted one;
+//! - a clean stop: an observer returning [`StopRequested`] (the CLI's Ctrl-C) gets a
+//!   checkpoint of the step just done and [`DistillError::Interrupted`].
 //!
-//! Progress bars and console output live in the caller, through the observer.
+//! The loop itself is [`run_training`], generic over [`Trainable`]; the EDM teacher
+//! ([`crate::teacher::EdmTeacher`]) runs in it too. Progress bars and console output live in
+//! the caller, through the observer.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{
+    AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, Optimizer,
+};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::DistillError;
-use crate::checkpoint::{CheckpointError, RunDir, read_json, write_atomic, write_json};
+use crate::checkpoint::{
+    CheckpointError, RunDir, TensorMap, parameter_shapes, read_json, read_tensors, write_atomic,
+    write_json,
+};
 
 /// A boxed error an observer may return to stop training.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What every method's per-step metrics must offer the driver.
+///
+/// **Wall-clock times** do not belong in the serialised metrics: `metrics.jsonl` must be the
+/// same bytes for the same seed (and for an interrupted-and-resumed run). A method that
+/// measures its phases skips them in `Serialize` and returns them from
+/// [`wall_times`](Self::wall_times); the driver writes them to `timing.jsonl`.
 pub trait StepMetrics: Serialize + Clone + std::fmt::Debug {
     /// The first non-finite quantity of this step, as `(name, value)` (e.g.
     /// `("generator loss", NaN)`), or `None` when every loss and gradient norm is finite.
     fn non_finite(&self) -> Option<(String, f64)>;
+
+    /// Wall-clock times of this step (any JSON), for `timing.jsonl`; `None` by default.
+    fn wall_times(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A distillation method: the objective, its networks and their optimisers. The loop around
@@ -74,6 +96,64 @@ pub trait DistillMethod<B: AutodiffBackend> {
         labels: Option<Tensor<B::InnerBackend, 1, Int>>,
     ) -> Tensor<B::InnerBackend, 2>;
 }
+
+/// Anything the checkpointed loop [`run_training`] can drive: one step at a time, saved and
+/// restored whole. Every [`DistillMethod`] is one (through [`run_distillation`]); so is the
+/// EDM teacher ([`crate::teacher::EdmTeacher`]).
+pub trait Trainable {
+    /// What one step reports.
+    type Metrics: StepMetrics;
+
+    /// Short name saved with the checkpoint; resuming a checkpoint of another name is refused.
+    fn name(&self) -> &'static str;
+
+    /// One step (1-based), drawing all randomness from `rng`.
+    fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<Self::Metrics, DistillError>;
+
+    /// Writes the whole training state into `dir` (which exists).
+    fn save(&self, dir: &Path) -> Result<(), CheckpointError>;
+
+    /// Restores what [`save`](Self::save) wrote.
+    fn load(&mut self, dir: &Path) -> Result<(), CheckpointError>;
+
+    /// What to change when a step is non-finite (ends the [`DistillError::NonFinite`] message).
+    fn non_finite_hint(&self) -> &'static str {
+        "Lower the learning rates (lr_*) or lambda_gan"
+    }
+}
+
+/// A [`DistillMethod`] seen as a [`Trainable`].
+struct MethodLoop<'a, B, D>(&'a mut D, PhantomData<B>);
+
+impl<B: AutodiffBackend, D: DistillMethod<B>> Trainable for MethodLoop<'_, B, D> {
+    type Metrics = D::Metrics;
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<Self::Metrics, DistillError> {
+        self.0.step(step, rng)
+    }
+    fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+        self.0.save(dir)
+    }
+    fn load(&mut self, dir: &Path) -> Result<(), CheckpointError> {
+        self.0.load(dir)
+    }
+}
+
+/// What an observer returns to stop training cleanly (on Ctrl-C, say): the driver writes a
+/// checkpoint of the step just finished (unless it has just written one) and returns
+/// [`DistillError::Interrupted`], from which `--resume` continues exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequested;
+
+impl std::fmt::Display for StopRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stop requested")
+    }
+}
+
+impl std::error::Error for StopRequested {}
 
 /// Loop settings shared by every method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +241,17 @@ struct MetricsLine<'a, M: Serialize> {
     metrics: &'a M,
 }
 
+/// One `timing.jsonl` line: wall-clock seconds since this process started the loop, the
+/// loop's rate so far, and the method's own times.
+#[derive(Serialize)]
+struct TimingLine {
+    step: usize,
+    elapsed_s: f64,
+    steps_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<serde_json::Value>,
+}
+
 const DRIVER_FILE: &str = "driver.json";
 
 /// The directory holding the newest complete checkpoint of `run`: `checkpoint/`, or
@@ -176,7 +267,9 @@ pub fn latest_checkpoint(run: &RunDir) -> Result<PathBuf, CheckpointError> {
     }
     Err(CheckpointError::Missing {
         path: current.join(DRIVER_FILE),
-        hint: "the run has no distillation checkpoint yet; start it without --resume".into(),
+        hint: "the run stopped before its first checkpoint, so there is nothing to resume; \
+               start it again with --overwrite"
+            .into(),
     })
 }
 
@@ -187,10 +280,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
-/// Writes a complete checkpoint into `checkpoint.tmp/`, then swaps it in with renames.
-fn write_checkpoint<B: AutodiffBackend, D: DistillMethod<B>>(
+/// Writes a complete checkpoint into `checkpoint.tmp/`, then swaps it in with renames. At
+/// every instant `checkpoint/` or `checkpoint.old/` holds a complete checkpoint
+/// ([`latest_checkpoint`] finds it), so an abrupt exit (a second Ctrl-C, a crash) mid-write
+/// never costs the last good one.
+fn write_checkpoint<T: Trainable + ?Sized>(
     run: &RunDir,
-    method: &D,
+    method: &T,
     state: &DriverState,
 ) -> Result<(), CheckpointError> {
     let root = run.root();
@@ -216,31 +312,40 @@ fn write_checkpoint<B: AutodiffBackend, D: DistillMethod<B>>(
     Ok(())
 }
 
-/// Keeps the `metrics.jsonl` lines of steps ≤ `step` (a resumed run rewrites the rest).
-fn truncate_metrics(run: &RunDir, step: usize) -> Result<(), CheckpointError> {
-    let path = run.metrics_path();
+/// Keeps the lines of a JSON-lines file (`metrics.jsonl`, `timing.jsonl`) of steps ≤ `step`
+/// (a resumed run rewrites the rest). A last line without its newline (the process ended
+/// mid-write) is dropped; any other unreadable line is an error.
+fn truncate_jsonl(path: &Path, step: usize) -> Result<(), CheckpointError> {
     if !path.exists() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut kept = String::new();
-    for line in text.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| CheckpointError::Corrupt {
-                path: path.clone(),
-                reason: format!("bad metrics line `{line}`: {e}"),
-            })?;
+    let complete = text.ends_with('\n');
+    let n_lines = text.lines().count();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if i + 1 == n_lines && !complete => break,
+            Err(e) => {
+                return Err(CheckpointError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("bad line {} `{line}`: {e}", i + 1),
+                });
+            }
+        };
         if v["step"].as_u64().is_some_and(|s| s as usize <= step) {
             kept.push_str(line);
             kept.push('\n');
         }
     }
-    write_atomic(&path, kept.as_bytes())
+    write_atomic(path, kept.as_bytes())
 }
 
 /// Runs `method` for `config.steps` iterations in `run`, or continues the run from its last
 /// checkpoint when `resume` is set. `observe` runs after every step (progress bars, console);
-/// an error from it stops training.
+/// an error from it stops training, and [`StopRequested`] stops it cleanly after a
+/// checkpoint ([`DistillError::Interrupted`]).
 ///
 /// Errors: [`DistillError::NonFinite`] names the step and the quantity; nothing of that step
 /// is written, so the previous checkpoint is intact and loadable.
@@ -249,12 +354,45 @@ pub fn run_distillation<B, D, F>(
     config: &DriverConfig,
     run: &RunDir,
     resume: bool,
-    mut observe: F,
+    observe: F,
 ) -> Result<DriverSummary, DistillError>
 where
     B: AutodiffBackend,
     D: DistillMethod<B>,
     F: FnMut(&StepReport<'_, D::Metrics>) -> Result<(), BoxError>,
+{
+    run_training(
+        &mut MethodLoop(method, PhantomData),
+        config,
+        run,
+        resume,
+        observe,
+    )
+}
+
+/// The checkpointed loop of any [`Trainable`] (the driver of [`run_distillation`], and of
+/// teacher training):
+///
+/// 1. one step; a non-finite metric stops training before anything of the step is written;
+/// 2. a `metrics.jsonl` line every `log_every` steps and at the last (its wall-clock times to
+///    `timing.jsonl`);
+/// 3. a checkpoint every `checkpoint_every` steps and at the last;
+/// 4. the observer; [`StopRequested`] from it writes a checkpoint (if step 3 did not) and
+///    returns [`DistillError::Interrupted`].
+///
+/// With `resume`, the newest checkpoint is loaded (its name must match), the metrics past it
+/// are dropped, and the loop continues from the saved step and RNG: the same metrics and
+/// weights, byte for byte, as a run that was never interrupted.
+pub fn run_training<T, F>(
+    method: &mut T,
+    config: &DriverConfig,
+    run: &RunDir,
+    resume: bool,
+    mut observe: F,
+) -> Result<DriverSummary, DistillError>
+where
+    T: Trainable,
+    F: FnMut(&StepReport<'_, T::Metrics>) -> Result<(), BoxError>,
 {
     let config = config.clone().check()?;
     let mut state = if resume {
@@ -275,12 +413,13 @@ where
             )));
         }
         method.load(&dir)?;
-        truncate_metrics(run, state.step)?;
+        truncate_jsonl(&run.metrics_path(), state.step)?;
+        truncate_jsonl(&run.timing_path(), state.step)?;
         state
     } else {
         if latest_checkpoint(run).is_ok() {
             return Err(DistillError::Resume(format!(
-                "`{}` already holds a distillation checkpoint; continue it with --resume or choose a new --out",
+                "`{}` already holds a checkpoint; continue it with --resume or choose a new --out",
                 run.root().display()
             )));
         }
@@ -309,6 +448,7 @@ where
                 quantity,
                 value,
                 last_checkpoint,
+                hint: method.non_finite_hint(),
             });
         }
 
@@ -319,6 +459,13 @@ where
                 step,
                 metrics: &metrics,
             })?;
+            let elapsed_s = start.elapsed().as_secs_f64();
+            run.append_timing(&TimingLine {
+                step,
+                elapsed_s,
+                steps_per_s: (step + 1 - first_step) as f64 / elapsed_s.max(1e-9),
+                time: metrics.wall_times(),
+            })?;
         }
         let checkpointed = step % config.checkpoint_every == 0 || last;
         if checkpointed {
@@ -326,14 +473,25 @@ where
             last_checkpoint = format!("step {step}");
         }
 
-        // 4. the caller's progress and logging
-        observe(&StepReport {
+        // 4. the caller's progress and logging; a stop request ends the loop after a checkpoint
+        if let Err(e) = observe(&StepReport {
             step,
             total_steps: config.steps,
             metrics: &metrics,
             checkpointed,
-        })
-        .map_err(DistillError::Observer)?;
+        }) {
+            if !e.is::<StopRequested>() {
+                return Err(DistillError::Observer(e));
+            }
+            if !checkpointed {
+                write_checkpoint(run, method, &state)?;
+            }
+            return Err(DistillError::Interrupted {
+                step,
+                total_steps: config.steps,
+                checkpoint: run.checkpoint_dir(),
+            });
+        }
     }
     Ok(DriverSummary {
         first_step,
@@ -371,21 +529,6 @@ pub fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(weight_decay: f64) -> Ada
         .init::<B, M>()
 }
 
-/// The parameter ids of a module in visiting order.
-struct Ids(Vec<ParamId>);
-
-impl<B: Backend> ModuleVisitor<B> for Ids {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.0.push(param.id);
-    }
-}
-
-fn param_ids<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamId> {
-    let mut ids = Ids(Vec::new());
-    module.visit(&mut ids);
-    ids.0
-}
-
 /// Saves a trained network and its AdamW state as `dir/module_file` and `dir/optim_file`
 /// (what every [`DistillMethod::save`] does once per network).
 pub fn save_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
@@ -412,37 +555,154 @@ pub fn load_trained<B: AutodiffBackend, M: AutodiffModule<B>>(
     Ok((module, optim))
 }
 
-/// Saves an AdamW state (moments and step counts) for `module` to `path`, atomically.
+/// Name of the per-parameter step counts in an optimiser-state file (`-1`: no state).
+const OPTIM_TIME: &str = "time";
+
+fn moment_name(position: usize, which: &str) -> String {
+    format!("param{position}.{which}")
+}
+
+/// Collects the AdamW state of each parameter, in visiting order, as named `f32` tensors.
+struct StateWriter<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
+    record: &'a mut StateRecord<B, M>,
+    position: usize,
+    times: Vec<f64>,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// The AdamW record of a module: parameter id → state.
+type StateRecord<B, M> = <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record;
+
+fn f32_values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("converted to f32")
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> ModuleVisitor<B> for StateWriter<'_, B, M> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let i = self.position;
+        self.position += 1;
+        let Some(r) = self.record.remove(&param.id) else {
+            self.times.push(-1.0);
+            return;
+        };
+        // The rank matches: this state was made for this parameter.
+        let state: AdamWState<B::InnerBackend, D> = r.into_state::<D>();
+        let m = state.momentum;
+        self.times.push(m.time as f64);
+        let dims = m.moment_1.dims().to_vec();
+        self.tensors.push((
+            moment_name(i, "moment_1"),
+            dims.clone(),
+            f32_values(m.moment_1),
+        ));
+        self.tensors.push((
+            moment_name(i, "moment_2"),
+            dims.clone(),
+            f32_values(m.moment_2),
+        ));
+        if let Some(max) = m.max_moment_2 {
+            self.tensors
+                .push((moment_name(i, "max_moment_2"), dims, f32_values(max)));
+        }
+    }
+}
+
+/// Saves an AdamW state (step counts and moments) for `module` to `path`, atomically, as
+/// safetensors: `time` (`f64`, one per parameter in visiting order, `-1` without state) and
+/// `param{i}.moment_1`, `param{i}.moment_2` (and `param{i}.max_moment_2` with AMSGrad).
 ///
 /// Burn keys optimiser state by runtime [`ParamId`]s, which a freshly built network does not
-/// share; the file therefore keys each entry by the parameter's position in visiting order,
-/// and [`load_adamw`] maps positions back onto the ids of the module it restores into.
+/// share; positions in visiting order do not change, so [`load_adamw`] maps them back onto the
+/// ids of the module it restores into. Safetensors keeps the bytes deterministic (an exactly
+/// resumed run compares byte for byte) and the loading validated: [`read_tensors`] checks
+/// every name and shape against the network before anything is built.
 pub fn save_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     optim: &AdamWOptimizer<B, M>,
     module: &M,
     path: &Path,
 ) -> Result<(), CheckpointError> {
-    let ids = param_ids::<B, M>(module);
     let mut record = optim.to_record();
-    let mut by_position: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Default::default();
-    for (i, id) in ids.iter().enumerate() {
-        if let Some(r) = record.remove(id) {
-            by_position.insert(ParamId::from(i as u64), r);
-        }
+    let mut writer = StateWriter::<B, M> {
+        record: &mut record,
+        position: 0,
+        times: Vec::new(),
+        tensors: Vec::new(),
+    };
+    module.visit(&mut writer);
+    let n = writer.times.len();
+    let time_bytes: Vec<u8> = writer.times.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = writer
+        .tensors
+        .into_iter()
+        .map(|(name, shape, v)| {
+            (
+                name,
+                shape,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let mut views: Vec<(String, TensorView<'_>)> = vec![(
+        OPTIM_TIME.to_string(),
+        TensorView::new(Dtype::F64, vec![n], &time_bytes).expect("shape matches data"),
+    )];
+    for (name, shape, b) in &bytes {
+        views.push((
+            name.clone(),
+            TensorView::new(Dtype::F32, shape.clone(), b).expect("shape matches data"),
+        ));
     }
-    let bytes = Recorder::<B>::record(
-        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
-        by_position,
-        (),
-    )
-    .map_err(|e| CheckpointError::Corrupt {
+    let encoded = safetensors::serialize(views, None).map_err(|e| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason: format!("cannot encode the optimiser state: {e}"),
     })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &encoded)
 }
 
-/// Restores an AdamW state written by [`save_adamw`] onto `module`'s parameters.
+/// Rebuilds the AdamW record of a module's parameters from validated tensors.
+struct StateReader<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
+    times: &'a [f64],
+    tensors: &'a mut TensorMap,
+    device: &'a B::Device,
+    position: usize,
+    record: StateRecord<B, M>,
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> ModuleVisitor<B> for StateReader<'_, B, M> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let i = self.position;
+        self.position += 1;
+        if self.times[i] < 0.0 {
+            return;
+        }
+        let mut take = |which: &str| {
+            self.tensors
+                .remove(&moment_name(i, which))
+                .map(|(shape, values)| {
+                    Tensor::<B::InnerBackend, D>::from_data(
+                        TensorData::new(values, shape),
+                        self.device,
+                    )
+                })
+        };
+        let (Some(m1), Some(m2)) = (take("moment_1"), take("moment_2")) else {
+            unreachable!("names validated before loading");
+        };
+        let mut momentum = AdaptiveMomentumState::new(self.times[i] as usize, m1, m2);
+        momentum.max_moment_2 = take("max_moment_2");
+        self.record.insert(
+            param.id,
+            AdaptorRecord::from_state::<D>(AdamWState::new(momentum)),
+        );
+    }
+}
+
+/// Restores an AdamW state written by [`save_adamw`] onto `module`'s parameters. Every
+/// tensor's name and shape is checked against the module first (a state for another network,
+/// a truncated or foreign file is a [`CheckpointError`], never a panic in the next step).
 pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
     optim: AdamWOptimizer<B, M>,
     module: &M,
@@ -456,33 +716,63 @@ pub fn load_adamw<B: AutodiffBackend, M: AutodiffModule<B>>(
         });
     }
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let mut by_position: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Recorder::<B>::load(
-        &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
-        bytes,
-        device,
-    )
-    .map_err(|e| CheckpointError::Corrupt {
+    let corrupt = |reason: String| CheckpointError::Corrupt {
         path: path.to_path_buf(),
-        reason: format!("cannot decode the optimiser state: {e}"),
+        reason,
+    };
+    let shapes = parameter_shapes::<B, M>(module);
+    let n = shapes.len();
+    // The step counts say which parameters have state; read them first, then everything.
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        corrupt(format!(
+            "{e}; not a safetensors optimiser state (checkpoints of earlier versions stored it \
+             in burn's format and cannot resume: start again with --overwrite)"
+        ))
     })?;
-    let ids = param_ids::<B, M>(module);
-    let mut record: <AdamWOptimizer<B, M> as Optimizer<M, B>>::Record = Default::default();
-    for (i, id) in ids.iter().enumerate() {
-        if let Some(r) = by_position.remove(&ParamId::from(i as u64)) {
-            record.insert(*id, r);
+    let time = st
+        .tensor(OPTIM_TIME)
+        .map_err(|_| corrupt(format!("no `{OPTIM_TIME}` tensor")))?;
+    if time.dtype() != Dtype::F64 || time.shape() != [n] {
+        return Err(corrupt(format!(
+            "`{OPTIM_TIME}` is {:?} {:?}; the network has {n} parameters (expected F64 [{n}])",
+            time.dtype(),
+            time.shape()
+        )));
+    }
+    let times: Vec<f64> = time
+        .data()
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let mut expected = vec![(OPTIM_TIME.to_string(), vec![n])];
+    for (i, ((_, shape), &t)) in shapes.iter().zip(&times).enumerate() {
+        if t == -1.0 {
+            continue;
+        }
+        if !(t >= 0.0 && t.fract() == 0.0 && t < 9.0e15) {
+            return Err(corrupt(format!(
+                "parameter #{i} has step count {t}; expected a whole number ≥ 0 (or −1)"
+            )));
+        }
+        for which in ["moment_1", "moment_2"] {
+            expected.push((moment_name(i, which), shape.clone()));
+        }
+        let max = moment_name(i, "max_moment_2");
+        if st.tensor(&max).is_ok() {
+            expected.push((max, shape.clone()));
         }
     }
-    if let Some(k) = by_position.keys().next() {
-        return Err(CheckpointError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "optimiser state for parameter #{} which the network (with {} parameters) lacks",
-                k.val(),
-                ids.len()
-            ),
-        });
-    }
-    Ok(optim.load_record(record))
+    drop(st);
+    let mut tensors = read_tensors(&bytes, path, &expected)?;
+    let mut reader = StateReader::<B, M> {
+        times: &times,
+        tensors: &mut tensors,
+        device,
+        position: 0,
+        record: Default::default(),
+    };
+    module.visit(&mut reader);
+    Ok(optim.load_record(reader.record))
 }
 
 /// Sums `‖g‖²` over a module's parameters.

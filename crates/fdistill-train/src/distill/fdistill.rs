@@ -142,7 +142,9 @@ pub struct FDistillMetrics {
     /// Critic: discriminator gradient norm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_norm_discriminator: Option<f64>,
-    /// Wall time by phase.
+    /// Wall time by phase: in memory and in `timing.jsonl`, not in `metrics.jsonl`
+    /// ([`StepMetrics::wall_times`]).
+    #[serde(skip)]
     pub time: PhaseTimes,
 }
 
@@ -167,6 +169,10 @@ impl FDistillMetrics {
 }
 
 impl StepMetrics for FDistillMetrics {
+    fn wall_times(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.time).ok()
+    }
+
     fn non_finite(&self) -> Option<(String, f64)> {
         let scalars = [
             ("generator loss", self.loss_generator),
@@ -737,9 +743,9 @@ const GENERATOR: &str = "generator.safetensors";
 const GENERATOR_EMA: &str = "generator_ema.safetensors";
 const FAKE_SCORE: &str = "fake_score.safetensors";
 const DISCRIMINATOR: &str = "discriminator.safetensors";
-const OPT_GENERATOR: &str = "optim_generator.mpk";
-const OPT_FAKE_SCORE: &str = "optim_fake_score.mpk";
-const OPT_DISCRIMINATOR: &str = "optim_discriminator.mpk";
+const OPT_GENERATOR: &str = "optim_generator.safetensors";
+const OPT_FAKE_SCORE: &str = "optim_fake_score.safetensors";
+const OPT_DISCRIMINATOR: &str = "optim_discriminator.safetensors";
 const STATE: &str = "fdistill.json";
 
 /// The file of the EMA generator inside a checkpoint directory (what `fdistill sample` loads).
@@ -1239,6 +1245,19 @@ mod tests {
         let (ma, mb) = (metrics_without_time(&a), metrics_without_time(&b));
         assert_eq!(ma.len(), 12);
         assert_eq!(ma, mb);
+        // metrics.jsonl holds no wall-clock times: the files are equal byte for byte, and
+        // so are the generator's weights.
+        assert!(ma.iter().all(|l| l.get("time").is_none()));
+        let bytes = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+        assert_eq!(bytes(&a, "metrics.jsonl"), bytes(&b, "metrics.jsonl"));
+        for f in ["generator.safetensors", "generator_ema.safetensors"] {
+            let f = format!("checkpoint/{f}");
+            assert_eq!(bytes(&a, &f), bytes(&b, &f), "{f}");
+        }
+        // The times went to timing.jsonl, one line per logged step.
+        let timing = std::fs::read_to_string(b.join("timing.jsonl")).unwrap();
+        assert_eq!(timing.lines().count(), 12);
+        assert!(timing.contains("\"forward_s\""), "{timing}");
         // The run changed the generator, so equality is not trivial.
         assert_ne!(ma[2]["loss_generator"], ma[11]["loss_generator"]);
     }

@@ -19,7 +19,10 @@ pub mod fdistill;
 pub mod vardiu;
 
 pub use config::DistillConfig;
-pub use driver::{DistillMethod, DriverConfig, StepMetrics, run_distillation};
+pub use driver::{
+    DistillMethod, DriverConfig, StepMetrics, StopRequested, Trainable, run_distillation,
+    run_training,
+};
 pub use fdistill::{Critic, FDistill, FDistillMetrics};
 pub use vardiu::{VarDiU, VarDiuConfig, VarDiuMetrics};
 
@@ -58,8 +61,7 @@ pub enum DistillError {
     /// A loss, weight or gradient became NaN or infinite.
     #[error(
         "non-finite {quantity} ({value}) at step {step}; training stopped before writing anything, \
-         so the last checkpoint ({last_checkpoint}) is intact. Lower the learning rates (lr_*) or \
-         lambda_gan, then continue with --resume"
+         so the last checkpoint ({last_checkpoint}) is intact. {hint}, then continue with --resume"
     )]
     NonFinite {
         /// The 1-based step.
@@ -70,6 +72,19 @@ pub enum DistillError {
         value: f64,
         /// The last checkpoint written (`"step 400"` or `"none yet"`).
         last_checkpoint: String,
+        /// What to change (the method's [`Trainable::non_finite_hint`](driver::Trainable::non_finite_hint)).
+        hint: &'static str,
+    },
+    /// The observer asked to stop ([`StopRequested`](driver::StopRequested), e.g. on Ctrl-C);
+    /// a checkpoint of `step` was written, and `--resume` continues from it.
+    #[error("stopped at step {step} of {total_steps}; checkpoint in `{}`", checkpoint.display())]
+    Interrupted {
+        /// The last step done (and checkpointed).
+        step: usize,
+        /// The run's last step.
+        total_steps: usize,
+        /// The checkpoint directory.
+        checkpoint: std::path::PathBuf,
     },
     /// Reading or writing the run directory failed.
     #[error(transparent)]
