@@ -30,21 +30,21 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::FeatureDenoiser;
-use fdistill::core::checkpoint::{RunDir, save_module};
-use fdistill::core::data::TrainingData;
-use fdistill::core::distill::{
-    Critic, DistillConfig, FDistill, one_step_generate, run_distillation,
-};
-use fdistill::core::images::ImageSet;
 use fdistill::core::ratio::DensityRatioEstimator;
 use fdistill::core::ratio::RatioInput;
 use fdistill::core::sampler::{SamplerKind, sample};
 use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
 use fdistill::core::targets::ring8_unbalanced;
-use fdistill::core::teacher::{TeacherConfig, train_teacher};
+use fdistill::data::TrainingData;
+use fdistill::data::images::ImageSet;
 use fdistill::nets::{
     ConvDiscriminatorConfig, MlpDenoiserConfig, MlpDiscriminatorConfig, UNetConfig,
 };
+use fdistill::train::checkpoint::{RunDir, save_module};
+use fdistill::train::distill::{
+    Critic, DistillConfig, FDistill, one_step_generate, run_distillation,
+};
+use fdistill::train::teacher::{TeacherConfig, train_teacher};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -330,7 +330,7 @@ impl BackendTask for Bench {
 fn distill_laps<B, M>(method: &mut M, config: &DistillConfig, clock: &mut Clock) -> Result<()>
 where
     B: AutodiffBackend,
-    M: fdistill::core::distill::DistillMethod<B>,
+    M: fdistill::train::distill::DistillMethod<B>,
 {
     let dir = std::env::temp_dir().join(format!("fdistill-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -14,6 +14,8 @@ fn tiny_mog40_study_writes_table_and_figures() {
             "mog40",
             "--steps",
             "4",
+            "--reference-steps",
+            "4",
             "--eval-every",
             "2",
             "--seeds",
@@ -39,7 +41,11 @@ fn tiny_mog40_study_writes_table_and_figures() {
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(header[4], "mean_log_density");
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 2 * 6, "{csv}");
+    assert_eq!(
+        rows.len(),
+        2 * fdistill::studies::mog40::METHODS.len(),
+        "{csv}"
+    );
     for row in &rows {
         assert_eq!(row[3], "ok", "{row:?}");
         for v in &row[4..] {
@@ -91,7 +97,9 @@ fn tiny_mog40_study_writes_table_and_figures() {
     }
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(
-        md.contains("| teacher | method | mean log-density |"),
+        md.contains(
+            "| teacher | method | σ law; generator weighting | updates | mean log-density |"
+        ),
         "{md}"
     );
     assert!(md.contains("exact samples (floor)"));

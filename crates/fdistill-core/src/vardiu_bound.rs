@@ -80,8 +80,8 @@ pub fn vardiu_sigma_cdf(s: f64, pow: f64, sigma_min: f64, sigma_max: f64) -> f64
 /// `w = (σ/σ_max)^k` and `u_s = ((s − a)/Δ)^{1/p}`, the binomial expansion integrates term
 /// by term:
 ///
-/// $$ E[w\,\mathbb 1\{\sigma > s\}] \propto \sum_{j=0}^{k} \binom kj a^{k-j} \Delta^j
-///    \frac{1 - u_s^{\,jp+1}}{jp + 1}, $$
+/// $$ E[w\\,\mathbb 1\\{\sigma > s\\}] \propto \sum_{j=0}^{k} \binom kj a^{k-j} \Delta^j
+///    \frac{1 - u_s^{\\,jp+1}}{jp + 1}, $$
 ///
 /// divided by the same sum at `u_s = 0`. Example: σ ∈ [0.002, 80], pow = 1, w = (σ/80)²:
 /// σ > 20 carries `1 − (20/80)³ ≈ 98.4 %` of the weight.

@@ -189,7 +189,7 @@ impl<B: Backend> UNetBlock<B> {
 /// Multi-head self-attention over the pixels, from the `qkv` projection laid out as EDM's
 /// (`[head][channel][q|k|v]` along the channel axis):
 ///
-/// $$ a_{n} = V_n \operatorname{softmax}\!\big(Q_n^\top K_n / \sqrt{c}\big)^\top $$
+/// $$ a_{n} = V_n \operatorname{softmax}\\!\big(Q_n^\top K_n / \sqrt{c}\big)^\top $$
 ///
 /// per batch element and head `n`, `Q_n, K_n, V_n ∈ ℝ^{c × hw}`, `c = C / heads`, the
 /// softmax over keys.

@@ -13,7 +13,7 @@
 //! Initialisation follows EDM's `weight_init` modes (`xavier_uniform`, `kaiming_uniform`,
 //! `kaiming_normal`) scaled by a per-layer gain ([`LayerInit`]). Parameters are created
 //! lazily (burn's `Initializer`), so a full-size network can be built to list its names and
-//! shapes without allocating its weights ([`crate::state_dict::edm_state_spec`]).
+//! shapes without allocating its weights ([`EdmPrecond::state_spec`](crate::EdmPrecond::state_spec)).
 
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::backend::Backend;

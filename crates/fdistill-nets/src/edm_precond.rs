@@ -22,8 +22,8 @@ use std::marker::PhantomData;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
+use fdistill_core::EdmDenoiser;
 use fdistill_core::ratio::FeatureMap;
-use fdistill_core::teacher::EdmDenoiser;
 use fdistill_core::{Denoiser, FeatureDenoiser};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -560,6 +560,8 @@ impl Default for EdmKwargs {
 }
 
 /// The UNet of an [`EdmPrecond`].
+// One network per model, held once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum EdmNet<B: Backend> {
     /// DDPM++ / NCSN++.
@@ -812,8 +814,8 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
     use burn::tensor::TensorData;
-    use fdistill_core::checkpoint::{CheckpointError, load_module, save_module};
     use fdistill_core::losses::edm::edm_loss;
+    use fdistill_train::checkpoint::{CheckpointError, load_module, save_module};
 
     type B = Flex;
     type A = Autodiff<Flex>;

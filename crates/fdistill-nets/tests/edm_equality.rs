@@ -18,6 +18,11 @@ use fdistill_nets::{EdmKwargs, EdmPrecondConfig, KeyPrefix, StateDict, WeightsEr
 
 type B = Flex;
 
+/// An encoder tap read from a fixture: (level, shape, values).
+type Tap = (usize, Vec<usize>, Vec<f32>);
+/// A state-dict entry of a full-size spec: (kind, name, shape).
+type Spec = (char, String, Vec<usize>);
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/edm")
 }
@@ -40,10 +45,7 @@ fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 /// Runs a network on a fixture's inputs; returns `(D, taps by resolution)`.
-fn run(
-    net: &fdistill_nets::EdmPrecond<B>,
-    io: &StateDict,
-) -> (Vec<f32>, Vec<(usize, Vec<usize>, Vec<f32>)>) {
+fn run(net: &fdistill_nets::EdmPrecond<B>, io: &StateDict) -> (Vec<f32>, Vec<Tap>) {
     let device = Default::default();
     let x = io.get("x").unwrap().to_tensor::<B, 4>(&device);
     let sigma = io.get("sigma").unwrap().to_tensor::<B, 1>(&device);
@@ -135,9 +137,9 @@ fn null_label_is_the_zero_vector() {
 }
 
 /// The twin's listing of the full-size state dicts: `(name, [(kind, key, shape)])`.
-fn full_specs() -> Vec<(String, Vec<(char, String, Vec<usize>)>)> {
+fn full_specs() -> Vec<(String, Vec<Spec>)> {
     let text = std::fs::read_to_string(fixtures().join("full-size-specs.txt")).unwrap();
-    let mut out: Vec<(String, Vec<(char, String, Vec<usize>)>)> = Vec::new();
+    let mut out: Vec<(String, Vec<Spec>)> = Vec::new();
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("# ") {
             out.push((name.to_string(), Vec::new()));

@@ -742,13 +742,12 @@ where
     let stamp = run_stamp(config, teacher_kind, method, seed);
     let per_update = config.iterations_per_update(method, teacher_kind);
     let updates = config.steps_for(method);
-    if resume {
-        if let Ok(f) = read_json::<Finished>(&run_dir.join(RESULT))
-            && f.stamp == stamp
-        {
-            progress((updates * per_update) as u64);
-            return Ok(f.run);
-        }
+    if resume
+        && let Ok(f) = read_json::<Finished>(&run_dir.join(RESULT))
+        && f.stamp == stamp
+    {
+        progress((updates * per_update) as u64);
+        return Ok(f.run);
     }
     // An unfinished run continues when its progress matches its checkpoint's step.
     let checkpoint_step = RunDir::open(&run_dir)

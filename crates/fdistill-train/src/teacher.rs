@@ -257,7 +257,7 @@ fn batch_tensor<B: Backend, const D: usize>(
 
 /// One EDM training step (SPEC §5): a batch of data `y` (with labels for labelled data),
 /// `ln σ ~ N(P_mean, P_std²)`, noise `n ~ N(0, I)`, the loss
-/// $\lambda(\sigma)\,\lVert D(y + \sigma n; \sigma) - y\rVert^2$, one AdamW step and the EMA
+/// $\lambda(\sigma)\\,\lVert D(y + \sigma n; \sigma) - y\rVert^2$, one AdamW step and the EMA
 /// update with decay [`ema_decay`]. Returns the new weights and EMA weights, the loss and the
 /// decay; a non-finite loss returns the weights untouched (the caller stops).
 #[allow(clippy::too_many_arguments)]

@@ -26,11 +26,11 @@ use fdistill::train::guard::WriteMode;
 use fdistill::train::teacher::{TEACHER_EMA_FILE, teacher_checkpoint};
 use serde::{Deserialize, Serialize};
 
+use super::distill_vardiu::{MethodArg, VarDiuArgs};
 use super::progress::Progress;
 use super::run_guard::{self, loop_error, shell_word};
 use super::teacher::{DataInfo, TeacherNet, load_recorded_data, read_run_config};
 use super::{CliError, interrupt};
-use super::distill_vardiu::{MethodArg, VarDiuArgs};
 
 /// Arguments of `fdistill distill`.
 #[derive(Debug, Args, Clone)]

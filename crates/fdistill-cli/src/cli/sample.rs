@@ -390,7 +390,7 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
         };
     let image_shape = net.image_shape();
     check_grid_arg(args, image_shape)?;
-    check_plot_dim(&args.plot, config.net.dim())?;
+    check_plot_dim(&args.plot, net.dim())?;
     let task = StudentSampleTask {
         net,
         weights,
@@ -404,7 +404,7 @@ fn sample_student(args: &SampleArgs, device: DeviceSpec) -> Result<(), CliError>
         &values,
         &source,
         image_shape,
-        &format!("student ({}), 1 NFE", config.distill.divergence),
+        &format!("student ({what}), 1 NFE"),
         "the student's weights are broken — distil again with lower lr_* (or resume an earlier checkpoint)",
     )?;
     eprintln!(

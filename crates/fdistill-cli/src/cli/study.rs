@@ -124,11 +124,7 @@ fn split_specs(text: &str) -> Vec<String> {
 const STUDY_FILES: [&str; 3] = ["summary.csv", "summary.md", "summary.json"];
 
 /// One writer per study directory, and no silent overwrite of an earlier study.
-fn lock_study(
-    out: &std::path::Path,
-    resume: bool,
-    overwrite: bool,
-) -> Result<RunGuard, CliError> {
+fn lock_study(out: &std::path::Path, resume: bool, overwrite: bool) -> Result<RunGuard, CliError> {
     super::run_guard::acquire(
         out,
         WriteMode::from_flags(resume, overwrite),
@@ -185,7 +181,12 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
     .check()
     .map_err(usage)?;
     let _guard = lock_study(&args.out, args.resume, args.overwrite)?;
-    let progress = std::cell::RefCell::new(Progress::new("study mog40", 0, mog40::total_ticks(&config), false));
+    let progress = std::cell::RefCell::new(Progress::new(
+        "study mog40",
+        0,
+        mog40::total_ticks(&config),
+        false,
+    ));
     let mut done = 0;
     let start = Instant::now();
     let hooks = mog40::StudyHooks {

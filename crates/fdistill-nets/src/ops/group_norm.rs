@@ -2,7 +2,7 @@
 //! DDPM++ / ADM block, with a hand-written backward on the CPU backend.
 //!
 //! $$ \hat x_{bcp} = \frac{x_{bcp} - \mu_{bg}}{\sqrt{\sigma^2_{bg} + \varepsilon}},\qquad
-//!    z_{bcp} = \hat x_{bcp}\,\gamma_c (1 + s_{bc}) + \beta_c (1 + s_{bc}) + t_{bc},\qquad
+//!    z_{bcp} = \hat x_{bcp}\\,\gamma_c (1 + s_{bc}) + \beta_c (1 + s_{bc}) + t_{bc},\qquad
 //!    y = \operatorname{silu}(z)\ \text{or}\ z, $$
 //!
 //! with `μ`, `σ²` the mean and (biased) variance over the channels of group `g ∋ c` and all
@@ -13,9 +13,9 @@
 //! `a_{bc} = γ_c (1 + s_{bc})`, `δ = ∂L/∂z` (`= ∂L/∂y · silu'(z)` with the activation),
 //! `S¹_{bc} = Σ_p δ_{bcp}` and `S²_{bc} = Σ_p δ_{bcp} \hat x_{bcp}`:
 //!
-//! $$ \frac{\partial L}{\partial x_{bcp}} = r_{bg}\Big(a_{bc}\,\delta_{bcp}
+//! $$ \frac{\partial L}{\partial x_{bcp}} = r_{bg}\Big(a_{bc}\\,\delta_{bcp}
 //!    - \tfrac1n \textstyle\sum_{c' \in g} a_{bc'} S^1_{bc'}
-//!    - \hat x_{bcp}\,\tfrac1n \sum_{c' \in g} a_{bc'} S^2_{bc'}\Big),\qquad r = (\sigma^2 + \varepsilon)^{-1/2}, $$
+//!    - \hat x_{bcp}\\,\tfrac1n \sum_{c' \in g} a_{bc'} S^2_{bc'}\Big),\qquad r = (\sigma^2 + \varepsilon)^{-1/2}, $$
 //!
 //! $$ \partial_{\gamma_c} L = \textstyle\sum_b (1 + s_{bc}) S^2_{bc},\quad
 //!    \partial_{\beta_c} L = \sum_b (1 + s_{bc}) S^1_{bc},\quad
@@ -281,6 +281,9 @@ mod flex {
         }
     }
 
+    /// Gradients of the fused op: (input, gamma, beta, scale, shift).
+    type Grads5 = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
     fn silu(z: f32) -> f32 {
         z / (1.0 + (-z).exp())
     }
@@ -303,13 +306,13 @@ mod flex {
             .zip(stats.par_chunks_mut(d.groups))
             .enumerate()
             .for_each(|(bi, (yb, sb))| {
-                for g in 0..d.groups {
+                for (g, sg) in sb.iter_mut().enumerate() {
                     let off = bi * d.c * hw + g * n;
                     let xs = &x[off..off + n];
                     let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
                     let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
                     let rstd = 1.0 / (var + epsilon).sqrt();
-                    sb[g] = (mean as f32, rstd as f32);
+                    *sg = (mean as f32, rstd as f32);
                     for ci in 0..cg {
                         let ch = g * cg + ci;
                         let (s1, t) = modulation(m, bi * d.c + ch);
@@ -345,7 +348,7 @@ mod flex {
         m: Option<(&[f32], &[f32])>,
         d: Dims,
         act: bool,
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    ) -> Grads5 {
         let (cg, hw, c) = (d.per_group(), d.hw, d.c);
         let n = cg * hw;
         let mut dx = vec![0.0f32; x.len()];
@@ -596,7 +599,7 @@ mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, TensorData};
-    use fdistill_core::checkpoint::{load_module, save_module};
+    use fdistill_train::checkpoint::{load_module, save_module};
 
     type A = Autodiff<Flex>;
 

@@ -702,7 +702,7 @@ mod tests {
         let (lo, hi) = s.range();
         assert_eq!((lo, hi), (grid[997], grid[2]));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let draws = s.sample(5000, &mut rng);
+        let draws = s.sample(5000, 0, &mut rng);
         assert!(draws.iter().all(|d| grid[2..998].contains(d)));
         // Both ends of the admissible range are reached, nothing beyond.
         assert!(draws.contains(&grid[2]) || draws.contains(&grid[3]));

@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{
@@ -614,7 +614,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> ModuleVisitor<B> for StateWriter<
 /// safetensors: `time` (`f64`, one per parameter in visiting order, `-1` without state) and
 /// `param{i}.moment_1`, `param{i}.moment_2` (and `param{i}.max_moment_2` with AMSGrad).
 ///
-/// Burn keys optimiser state by runtime [`ParamId`]s, which a freshly built network does not
+/// Burn keys optimiser state by runtime [`ParamId`](burn::module::ParamId)s, which a freshly built network does not
 /// share; positions in visiting order do not change, so [`load_adamw`] maps them back onto the
 /// ids of the module it restores into. Safetensors keeps the bytes deterministic (an exactly
 /// resumed run compares byte for byte) and the loading validated: [`read_tensors`] checks
@@ -845,6 +845,7 @@ mod tests {
     use super::*;
     use crate::teacher::ema_update;
     use burn::backend::{Autodiff, Flex};
+    use burn::module::Module;
     use burn::nn::{Linear, LinearConfig};
 
     type B = Autodiff<Flex>;

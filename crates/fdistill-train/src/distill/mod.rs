@@ -72,10 +72,10 @@ pub enum DistillError {
         value: f64,
         /// The last checkpoint written (`"step 400"` or `"none yet"`).
         last_checkpoint: String,
-        /// What to change (the method's [`Trainable::non_finite_hint`](driver::Trainable::non_finite_hint)).
+        /// What to change (the method's [`Trainable::non_finite_hint`]).
         hint: &'static str,
     },
-    /// The observer asked to stop ([`StopRequested`](driver::StopRequested), e.g. on Ctrl-C);
+    /// The observer asked to stop ([`StopRequested`], e.g. on Ctrl-C);
     /// a checkpoint of `step` was written, and `--resume` continues from it.
     #[error("stopped at step {step} of {total_steps}; checkpoint in `{}`", checkpoint.display())]
     Interrupted {

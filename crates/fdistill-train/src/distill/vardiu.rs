@@ -52,9 +52,9 @@ pub struct VarDiuConfig {
     pub batch_size: usize,
     /// Antithetic pairs (z duplicated, ε and −ε, the same σ), as the reference code.
     pub antithetic: bool,
-    /// Smallest noise level of [`vardiu_sigma`]; `None` until set or derived from the data.
+    /// Smallest noise level of [`vardiu_sigma`](fdistill_core::vardiu_bound::vardiu_sigma); `None` until set or derived from the data.
     pub sigma_min: Option<f64>,
-    /// Largest noise level of [`vardiu_sigma`] (and the normaliser of w(σ)); `None` until set
+    /// Largest noise level of [`vardiu_sigma`](fdistill_core::vardiu_bound::vardiu_sigma) (and the normaliser of w(σ)); `None` until set
     /// or derived from the data.
     pub sigma_max: Option<f64>,
     /// The schedule of `pow` in `σ = σ_min + u^pow (σ_max − σ_min)`.
