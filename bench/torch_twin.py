@@ -13,9 +13,13 @@ this twin equals the Rust one (both ways), loads the weights, and checks that th
 pass reproduces the Rust outputs (denoised sample, encoder taps, discriminator logits). It
 exits with status 1 on any difference, so the twins cannot drift apart unnoticed.
 
-Layout conventions follow burn so that the names and shapes match without a mapping:
-`Linear.weight` is `[in, out]` (burn's layout; torch's `nn.Linear` stores `[out, in]`),
-GroupNorm's affine parameters are `gamma`/`beta`.
+The UNet is EDM's `EDMPrecond` with a `SongUNet` (DDPM++), built by tools/edm_twin.py (a
+PyTorch twin of fdistill's EDM networks with EDM's parameter names); the Rust side exports it
+as EDM's state dict (`model.…`, buffers included) with its constructor kwargs
+(`WORK.kwargs.json`), and `--check` also compares those kwargs with the twin's. The conv
+heads and the toy MLPs follow burn's layouts so that the names and shapes match without a
+mapping: `Linear.weight` is `[in, out]` (burn's layout; torch's `nn.Linear` stores
+`[out, in]`), GroupNorm's affine parameters are `gamma`/`beta`.
 
 Needs torch and numpy (see docs/performance.md for a CPU install); nothing in fdistill's
 tests uses this file.
@@ -35,12 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import edm_twin  # noqa: E402  (tools/edm_twin.py: EDM's networks with EDM's names)
+
 DOCS = os.path.join(HERE, "..", "docs", "configs")
 WORKS = ["toy", "teacher16", "teacher32", "distill16", "distill32", "sample16-1", "sample16-heun35"]
 IMAGE_BATCH = 32
 CONV_HEAD_WIDTH = 32
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
-SKIP_SCALE = math.sqrt(0.5)
 
 
 # ---------------------------------------------------------------- layers (burn layouts)
@@ -99,117 +105,23 @@ def edm_scalings(sigma, sigma_data):
     return sigma_data**2 / s2, sigma * sigma_data / root, 1.0 / root, sigma.log() / 4.0
 
 
-# ---------------------------------------------------------------- UNet (crates/fdistill-nets/src/unet.rs)
-class SelfAttention(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.norm = GroupNorm(group_count(c), c)
-        self.qkv = conv(c, 3 * c, 1)
-        self.proj = conv(c, c, 1)
+# ---------------------------------------------------------------- UNet (crates/fdistill-nets/src/edm_precond.rs)
+class UNet(edm_twin.EDMPrecond):
+    """fdistill's `UNet` (= `EdmPrecond`): EDM's `EDMPrecond(**kwargs)` on flat images
+    `[b, c·R·R]` with integer labels (one-hot inside, as the Rust side), returning the
+    denoised images and the encoder taps (end of every level) a discriminator reads."""
 
-    def forward(self, x):
-        b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, c, h * w)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
-        weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=2)
-        out = self.proj((v @ weights.transpose(1, 2)).reshape(b, c, h, w))
-        return (x + out) * SKIP_SCALE
-
-
-class ResBlock(nn.Module):
-    def __init__(self, cin, cout, emb, attn):
-        super().__init__()
-        self.norm0 = GroupNorm(group_count(cin), cin)
-        self.conv0 = conv(cin, cout, 3)
-        self.affine = Linear(emb, 2 * cout)
-        self.norm1 = GroupNorm(group_count(cout), cout)
-        self.conv1 = conv(cout, cout, 3)
-        self.skip = conv(cin, cout, 1) if cin != cout else None
-        self.attn = SelfAttention(cout) if attn else None
-
-    def forward(self, x, emb):
-        h = self.conv0(F.silu(self.norm0(x)))
-        cout = h.shape[1]
-        params = self.affine(emb)[:, :, None, None]
-        scale, shift = params[:, :cout], params[:, cout:]
-        h = F.silu(torch.addcmul(shift, self.norm1(h), scale + 1))
-        h = self.conv1(h)
-        skip = self.skip(x) if self.skip is not None else x
-        out = (h + skip) * SKIP_SCALE
-        return self.attn(out) if self.attn is not None else out
-
-
-class UNet(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        mc, emb = cfg["model_channels"], 4 * cfg["model_channels"]
-        self.map_label = nn.Embedding(cfg["n_classes"], mc) if cfg.get("n_classes") else None
-        self.map_layer0 = Linear(mc, emb)
-        self.map_layer1 = Linear(emb, emb)
-        self.conv_in = conv(cfg["channels"], mc, 3)
-        mult, levels = cfg["channel_mult"], len(cfg["channel_mult"])
-        skips, cout = [mc], mc
-        self.encoder = nn.ModuleList()
-        for lvl, m in enumerate(mult):
-            attn = (cfg["resolution"] >> lvl) in cfg["attn_resolutions"]
-            blocks = []
-            for _ in range(cfg["num_blocks"]):
-                blocks.append(ResBlock(cout, mc * m, emb, attn))
-                cout = mc * m
-                skips.append(cout)
-            down = None
-            if lvl + 1 < levels:
-                down = conv(cout, cout, 3, stride=2, pad=1)
-                skips.append(cout)
-            level = nn.Module()
-            level.blocks = nn.ModuleList(blocks)
-            level.down = down
-            self.encoder.append(level)
-        self.middle = nn.ModuleList([ResBlock(cout, cout, emb, True), ResBlock(cout, cout, emb, False)])
-        self.decoder = nn.ModuleList()
-        for lvl in reversed(range(levels)):
-            m = mult[lvl]
-            attn = (cfg["resolution"] >> lvl) in cfg["attn_resolutions"]
-            blocks = []
-            for _ in range(cfg["num_blocks"] + 1):
-                blocks.append(ResBlock(cout + skips.pop(), mc * m, emb, attn))
-                cout = mc * m
-            level = nn.Module()
-            level.blocks = nn.ModuleList(blocks)
-            level.up = conv(cout, cout, 3) if lvl > 0 else None
-            self.decoder.append(level)
-        self.norm_out = GroupNorm(group_count(cout), cout)
-        self.conv_out = conv(cout, cfg["channels"], 3, zero=True)
+    def __init__(self, kwargs):
+        super().__init__(**kwargs)
+        self.kwargs = kwargs
+        self.res, self.ch = kwargs["img_resolution"], kwargs["img_channels"]
 
     def forward_with_features(self, x, sigma, labels):
-        cfg = self.cfg
         b = x.shape[0]
-        c_skip, c_out, c_in, c_noise = edm_scalings(sigma, cfg["sigma_data"])
-        x_in = (x * c_in[:, None]).reshape(b, cfg["channels"], cfg["resolution"], cfg["resolution"])
-        e = sinusoidal(c_noise, cfg["model_channels"], cfg["embedding_max_period"])
-        if self.map_label is not None and labels is not None:
-            e = e + self.map_label(labels)
-        emb = F.silu(self.map_layer1(F.silu(self.map_layer0(e))))
-        h = self.conv_in(x_in)
-        skips, taps = [h], []
-        for level in self.encoder:
-            for block in level.blocks:
-                h = block(h, emb)
-                skips.append(h)
-            taps.append(h)
-            if level.down is not None:
-                h = level.down(h)
-                skips.append(h)
-        for block in self.middle:
-            h = block(h, emb)
-        for level in self.decoder:
-            for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
-            if level.up is not None:
-                h = level.up(F.interpolate(h, scale_factor=2, mode="nearest"))
-        f = self.conv_out(F.silu(self.norm_out(h))).reshape(b, -1)
-        return x * c_skip[:, None] + f * c_out[:, None], taps
+        y = F.one_hot(labels, self.label_dim).float() if self.label_dim and labels is not None else None
+        taps = []
+        d = super().forward(x.reshape(b, self.ch, self.res, self.res), sigma, y, None, taps)
+        return d.reshape(b, -1), taps
 
     def forward(self, x, sigma, labels):
         return self.forward_with_features(x, sigma, labels)[0]
@@ -334,7 +246,9 @@ def check_and_load(module, path):
             problems.append(f"{path}: `{k}` is {list(saved[k].shape)} in Rust, {list(ours[k])} here")
     if not problems:
         module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in saved.items()})
-    return problems, len(saved), sum(int(np.prod(v.shape)) for v in saved.values())
+    params = dict(module.named_parameters())
+    n_params = sum(int(np.prod(v.shape)) for k, v in saved.items() if k in params)
+    return problems, sum(k in params for k in saved), n_params, sum(k not in params for k in saved)
 
 
 def compare(name, got, want, problems, tol=2e-4):
@@ -347,16 +261,23 @@ def compare(name, got, want, problems, tol=2e-4):
 
 # ---------------------------------------------------------------- configs and builders
 def unet_config(work):
-    if "32" in work:  # UNetConfig::fashion_mnist_small()
-        return dict(resolution=32, channels=1, model_channels=32, channel_mult=[1, 2, 2], num_blocks=1,
-                    attn_resolutions=[], dropout=0.0, n_classes=10, embedding_max_period=10000.0,
-                    sigma_data=0.5)
-    with open(os.path.join(DOCS, "fashion-mnist-16-cpu.json")) as f:
-        return json.load(f)["unet"]
+    """EDM kwargs of the work's UNet: `UNetConfig::fashion_mnist_small()` at 32×32, the
+    `unet` of docs/configs/fashion-mnist-16-cpu.json at 16×16 (SongUNet, DDPM++)."""
+    if "32" in work:  # EdmPrecondConfig::fashion_mnist_small()
+        arch = dict(model_channels=32, channel_mult=[1, 2, 2], num_blocks=1, attn_resolutions=[], dropout=0.0,
+                    embedding_type="positional", channel_mult_noise=1, encoder_type="standard",
+                    decoder_type="standard", resample_filter=[1, 1])
+        u = dict(resolution=32, channels=1, n_classes=10, sigma_data=0.5)
+    else:
+        with open(os.path.join(DOCS, "fashion-mnist-16-cpu.json")) as f:
+            u = json.load(f)["unet"]
+        arch = u["arch"]["song_unet"]
+    return dict(img_resolution=u["resolution"], img_channels=u["channels"], label_dim=u.get("n_classes") or 0,
+                sigma_data=u["sigma_data"], model_type="SongUNet", channel_mult_emb=4, **arch)
 
 
 def tap_shapes(cfg):
-    return [(cfg["model_channels"] * m, cfg["resolution"] >> i) for i, m in enumerate(cfg["channel_mult"])]
+    return [(cfg["model_channels"] * m, cfg["img_resolution"] >> i) for i, m in enumerate(cfg["channel_mult"])]
 
 
 def distill_config(work):
@@ -407,7 +328,7 @@ def teacher_work(work, total, dev, clock):
     ema.requires_grad_(False)
     opt = adamw(net.parameters(), 2e-3, 0.0)
     rng = np.random.default_rng(0)
-    d = cfg["channels"] * cfg["resolution"] ** 2
+    d = cfg["img_channels"] * cfg["img_resolution"] ** 2
     data = torch.from_numpy(rng.uniform(-1, 1, (512, d)).astype(np.float32))
     labels_all = torch.from_numpy(rng.integers(0, 10, 512))
     sd = cfg["sigma_data"]
@@ -448,7 +369,7 @@ def distill_work(work, total, dev, clock):
         cfg = unet_config(work)
         teacher = UNet(cfg).to(dev)
         head = ConvDiscriminator(tap_shapes(cfg), CONV_HEAD_WIDTH).to(dev)
-        d, classes = cfg["channels"] * cfg["resolution"] ** 2, 10
+        d, classes = cfg["img_channels"] * cfg["img_resolution"] ** 2, 10
         pix = torch.from_numpy(rng.uniform(-1, 1, (512, d)).astype(np.float32))
         lab = torch.from_numpy(rng.integers(0, 10, 512))
 
@@ -549,7 +470,7 @@ def distill_work(work, total, dev, clock):
 def sample_work(work, total, dev, clock):
     cfg = unet_config(work)
     net = UNet(cfg).to(dev).eval()
-    d = cfg["channels"] * cfg["resolution"] ** 2
+    d = cfg["img_channels"] * cfg["img_resolution"] ** 2
     labels = (torch.arange(IMAGE_BATCH) % 10).to(dev)
     sig = karras(18)
     clock.last = time.perf_counter()
@@ -581,11 +502,18 @@ def check(work, directory):
         cfg = unet_config(work)
         net = UNet(cfg)
         head = ConvDiscriminator(tap_shapes(cfg), CONV_HEAD_WIDTH) if work.startswith("distill") else None
-    p, n_tensors, n_params = check_and_load(net, os.path.join(directory, f"{work}.net.safetensors"))
+    if work != "toy":  # the UNet's constructor kwargs as the Rust side states them
+        with open(os.path.join(directory, f"{work}.kwargs.json")) as f:
+            rust_kwargs = json.load(f)
+        for k, v in sorted(rust_kwargs.items()):
+            ours = cfg.get(k, {"augment_dim": 0}.get(k))
+            if ours != v:
+                problems.append(f"{work}.kwargs.json: `{k}` is {v!r} in Rust, {ours!r} here")
+    p, n_tensors, n_params, n_buffers = check_and_load(net, os.path.join(directory, f"{work}.net.safetensors"))
     problems += p
     if head is not None:
         problems += check_and_load(head, os.path.join(directory, f"{work}.head.safetensors"))[0]
-    report = {"work": work, "tensors": n_tensors, "parameters": n_params}
+    report = {"work": work, "tensors": n_tensors, "parameters": n_params, "buffers": n_buffers}
     if not problems:
         probe = read_safetensors(os.path.join(directory, f"{work}.probe.safetensors"))
         x, sigma = torch.from_numpy(probe["x"].copy()), torch.from_numpy(probe["sigma"].copy())

@@ -6,7 +6,8 @@ state dict written by fdistill loads with `load_state_dict(strict=True)` here an
 
 This is fdistill's own code (MIT OR Apache-2.0); it is not EDM's implementation.
 
-Subcommands (torch, numpy and safetensors needed):
+Subcommands (torch, numpy and safetensors needed; importing the module needs only torch and
+numpy, e.g. bench/torch_twin.py builds its networks from it):
 
   count                      names, parameters and buffers of the full-size configurations
   fixtures --out DIR         small seeded networks + inputs + outputs for the Rust tests
@@ -24,7 +25,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 # ---------------------------------------------------------------------------------------
 # Layers
@@ -539,6 +539,8 @@ def write_specs(path):
 
 
 def cmd_fixtures(args):
+    from safetensors.torch import save_file
+
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_specs(out / "full-size-specs.txt")
@@ -560,6 +562,8 @@ def cmd_fixtures(args):
 
 
 def cmd_forward(args):
+    from safetensors.torch import load_file, save_file
+
     kw = json.loads(pathlib.Path(args.kwargs).read_text())
     net = build(kw)
     if args.weights.endswith(".safetensors"):

@@ -14,9 +14,10 @@
 //! Networks are randomly initialised (speed does not depend on the weights) from a fixed
 //! seed; the data are random images in [−1, 1] with random labels. The PyTorch twin
 //! (`bench/torch_twin.py`) builds the same networks; `--export DIR` writes this side's
-//! networks (`DIR/WORK.*.safetensors`, the checkpoint format of `fdistill`) and a probe (inputs
-//! and outputs of one forward pass) so that the twin can check every parameter name and shape
-//! and reproduce the outputs.
+//! networks (`DIR/WORK.*.safetensors`: the UNet as EDM's state dict with its constructor
+//! kwargs, the heads and MLPs in `fdistill`'s checkpoint format) and a probe (inputs and
+//! outputs of one forward pass) so that the twin can check every parameter name and shape and
+//! reproduce the outputs.
 //!
 //! Threads: `--threads N` sizes rayon's global pool (what burn-flex and its GEMM use); without
 //! it `RAYON_NUM_THREADS` applies, else one thread per core.
@@ -395,8 +396,10 @@ fn probe_inputs<B: Backend>(
     )
 }
 
-/// `DIR/WORK.net.safetensors` (the UNet), `DIR/WORK.head.safetensors` (the conv heads, if
-/// any) and `DIR/WORK.probe.safetensors`: inputs, `D(x; σ, y)`, the taps and the logits.
+/// `DIR/WORK.net.safetensors` (the UNet as EDM's state dict), `DIR/WORK.kwargs.json` (its
+/// EDM constructor kwargs), `DIR/WORK.head.safetensors` (the conv heads, fdistill's checkpoint
+/// format, if any) and `DIR/WORK.probe.safetensors`: inputs, `D(x; σ, y)`, the taps and the
+/// logits.
 /// The UNet's output layer starts at zero, so the probe perturbs every parameter first
 /// (a fixed pseudo-random offset) to make the outputs depend on all of them.
 fn export_unet<B: AutodiffBackend>(
@@ -408,7 +411,14 @@ fn export_unet<B: AutodiffBackend>(
 ) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let net = perturb(net.valid());
-    save_module(&net, &dir.join(format!("{work}.net.safetensors")))?;
+    // EDM's state dict (names `model.…`, buffers included) and constructor kwargs: what the
+    // twin builds `EDMPrecond(**kwargs)` from and loads strictly
+    net.to_state_dict()
+        .write_safetensors(&dir.join(format!("{work}.net.safetensors")))?;
+    std::fs::write(
+        dir.join(format!("{work}.kwargs.json")),
+        serde_json::to_string_pretty(&net.config.to_edm_kwargs())?,
+    )?;
     let (x, sigma, labels) = probe_inputs::<B::InnerBackend>(net.config.dim(), device);
     let (d, taps) = net.denoise_with_features(x.clone(), sigma.clone(), Some(labels.clone()));
     let labels_f = labels.clone().float();

@@ -308,7 +308,7 @@ impl<B: Backend> DhariwalUNet<B> {
                 h = block.forward(Tensor::cat(vec![h, skip], 1), emb.clone()); // [b, C', r, r]
             }
         }
-        let f = self.out_conv.forward(silu(self.out_norm.forward(h))); // [b, out, R, R]
+        let f = self.out_conv.forward(self.out_norm.forward_silu(h)); // [b, out, R, R]
         (f, taps)
     }
 }

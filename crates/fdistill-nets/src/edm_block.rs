@@ -19,7 +19,7 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 
 use crate::edm_layers::{EdmConv2d, EdmGroupNorm, EdmLinear, LayerInit, Resample};
@@ -160,15 +160,15 @@ impl<B: Backend> UNetBlock<B> {
     /// - `x`: `[b, in, h, w]`, `emb`: `[b, emb_channels]`
     /// - returns `[b, out, h', w']` (`h' = 2h` up, `h/2` down, else `h`)
     pub fn forward(&self, x: Tensor<B, 4>, emb: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv0.forward(silu(self.norm0.forward(x.clone()))); // [b, out, h', w']
+        let h = self.conv0.forward(self.norm0.forward_silu(x.clone())); // [b, out, h', w']
         let [b, c, _, _] = h.dims();
         let p = self.affine.forward(emb); // [b, 2c] or [b, c]
         let h = if self.adaptive_scale {
-            let scale = p.clone().narrow(1, 0, c).reshape([b, c, 1, 1]);
-            let shift = p.narrow(1, c, c).reshape([b, c, 1, 1]);
-            silu(self.norm1.forward(h) * scale.add_scalar(1.0) + shift)
+            let scale = p.clone().narrow(1, 0, c); // [b, c]
+            let shift = p.narrow(1, c, c); // [b, c]
+            self.norm1.forward_modulated_silu(h, scale, shift)
         } else {
-            silu(self.norm1.forward(h + p.reshape([b, c, 1, 1])))
+            self.norm1.forward_silu(h + p.reshape([b, c, 1, 1]))
         };
         let h = self.conv1.forward(self.dropout.forward(h)); // [b, out, h', w']
         let skip = match &self.skip {

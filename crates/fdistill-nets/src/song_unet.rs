@@ -411,7 +411,7 @@ impl<B: Backend> SongUNet<B> {
                 out = out.map(|o| aux_up.forward(o)); // [b, out, 2r, 2r]
             }
             if let (Some(norm), Some(conv)) = (&level.aux_norm, &level.aux_conv) {
-                let o = conv.forward(silu(norm.forward(h.clone()))); // [b, out, r, r]
+                let o = conv.forward(norm.forward_silu(h.clone())); // [b, out, r, r]
                 out = Some(match out {
                     Some(prev) => o + prev,
                     None => o,

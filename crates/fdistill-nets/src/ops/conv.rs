@@ -20,42 +20,59 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::ConvOptions;
 
 /// `conv.forward(x)`, with the fast backward on `Autodiff<Flex>` for ungrouped convolutions
-/// with symmetric explicit or no padding (every convolution of the UNet and its heads).
+/// with symmetric explicit or no padding (every convolution of the conv heads).
 ///
 /// # Shapes
 /// - `x`: `[b, c_in, h, w]`; returns `[b, c_out, h', w']`
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
+        PaddingConfig2d::Valid => Some([0, 0]),
+        _ => None,
+    };
+    match padding {
+        Some(padding) => conv2d_with(
+            x,
+            conv.weight.val(),
+            conv.bias.as_ref().map(|b| b.val()),
+            ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups),
+        ),
+        None => conv.forward(x),
+    }
+}
+
+/// `burn::tensor::module::conv2d(x, weight, bias, options)`, with the fast backward on
+/// `Autodiff<Flex>` for ungrouped convolutions (`options.groups == 1`); any backend, any
+/// options otherwise. For networks that keep their convolution weights as plain parameters
+/// (EDM's `Conv2d`, [`EdmConv2d`](crate::edm_layers::EdmConv2d)).
+///
+/// # Shapes
+/// - `x`: `[b, c_in, h, w]`, `weight`: `[c_out, c_in, k_h, k_w]`, `bias`: `[c_out]`
+/// - returns `[b, c_out, h', w']`
+pub fn conv2d_with<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
     {
         use burn::backend::{Autodiff, Flex};
         use std::any::TypeId;
-        let padding = match conv.padding {
-            PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
-            PaddingConfig2d::Valid => Some([0, 0]),
-            _ => None,
-        };
-        if let Some(padding) = padding
-            && conv.groups == 1
-            && TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>()
-        {
-            let options = burn::tensor::ops::ConvOptions::new(
-                conv.stride,
-                padding,
-                conv.dilation,
-                conv.groups,
-            );
+        if options.groups == 1 && TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>() {
             let out = flex::autodiff_conv2d(
                 super::same(x),
-                super::same(conv.weight.val()),
-                conv.bias.as_ref().map(|b| super::same(b.val())),
+                super::same(weight),
+                bias.map(super::same),
                 options,
             );
             return super::same(out);
         }
     }
-    conv.forward(x)
+    burn::tensor::module::conv2d(x, weight, bias, options)
 }
 
 #[cfg(feature = "flex")]
@@ -282,6 +299,104 @@ mod tests {
                     &host(b.val().grad(&g_fast).unwrap()),
                     &host(b.val().grad(&g_ref).unwrap()),
                 );
+            }
+        }
+    }
+
+    /// `conv2d_with` (raw weight and bias, as EDM's layers hold them): its gradients against
+    /// burn's autodiff of the same convolution and against central finite differences of the
+    /// forward pass (3×3 padding 1 with bias, 1×1 without padding, no bias).
+    #[test]
+    fn raw_weight_form_matches_burn_and_finite_differences() {
+        let device = Default::default();
+        A::seed(&device, 4);
+        for (k, p, with_bias) in [(3, 1, true), (1, 0, true), (3, 1, false)] {
+            let options = || ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+            let xv = host(Tensor::<A, 4>::random(
+                [2, 3, 4, 4],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            ));
+            let wv = host(Tensor::<A, 4>::random(
+                [4, 3, k, k],
+                Distribution::Normal(0.0, 0.5),
+                &device,
+            ));
+            let bv = host(Tensor::<A, 1>::random(
+                [4],
+                Distribution::Normal(0.0, 0.5),
+                &device,
+            ));
+            let cot = host(Tensor::<A, 4>::random(
+                [2, 4, 4, 4],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            ));
+            let leaf = |v: &[f32], shape: [usize; 4]| {
+                Tensor::<A, 4>::from_data(TensorData::new(v.to_vec(), shape), &device)
+                    .require_grad()
+            };
+            let grads_of = |fast: bool| {
+                let x = leaf(&xv, [2, 3, 4, 4]);
+                let w = leaf(&wv, [4, 3, k, k]);
+                let b = Tensor::<A, 1>::from_floats(bv.as_slice(), &device).require_grad();
+                let bias = with_bias.then(|| b.clone());
+                let y = if fast {
+                    conv2d_with(x.clone(), w.clone(), bias, options())
+                } else {
+                    burn::tensor::module::conv2d(x.clone(), w.clone(), bias, options())
+                };
+                let cot =
+                    Tensor::<A, 4>::from_data(TensorData::new(cot.clone(), [2, 4, 4, 4]), &device);
+                let g = (y.clone() * cot).sum().backward();
+                (
+                    host(y),
+                    host(x.grad(&g).unwrap()),
+                    host(w.grad(&g).unwrap()),
+                    b.grad(&g).map(host).unwrap_or_default(),
+                )
+            };
+            let (fast, slow) = (grads_of(true), grads_of(false));
+            close(&format!("y k{k}"), &fast.0, &slow.0);
+            close(&format!("dx k{k}"), &fast.1, &slow.1);
+            close(&format!("dw k{k}"), &fast.2, &slow.2);
+            close(&format!("db k{k}"), &fast.3, &slow.3);
+            assert_eq!(fast.3.is_empty(), !with_bias);
+            // central differences of L = Σ cot ⊙ conv(x, w) + b on the plain backend
+            let loss = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+                let t = |v: &[f32], s: [usize; 4]| {
+                    Tensor::<Flex, 4>::from_data(TensorData::new(v.to_vec(), s), &device)
+                };
+                let bias = with_bias.then(|| Tensor::<Flex, 1>::from_floats(b, &device));
+                let y = burn::tensor::module::conv2d(
+                    t(x, [2, 3, 4, 4]),
+                    t(w, [4, 3, k, k]),
+                    bias,
+                    options(),
+                );
+                host(y).iter().zip(&cot).map(|(a, c)| (a * c) as f64).sum()
+            };
+            let h = 1e-2f32;
+            let check = |name: &str, which: usize, analytic: &[f32]| {
+                let base = [xv.clone(), wv.clone(), bv.clone()];
+                for i in (0..base[which].len()).step_by(3) {
+                    let bump = |sign: f32| {
+                        let mut v = base.clone();
+                        v[which][i] += sign * h;
+                        loss(&v[0], &v[1], &v[2])
+                    };
+                    let fd = (bump(1.0) - bump(-1.0)) / (2.0 * h as f64);
+                    let an = analytic[i] as f64;
+                    assert!(
+                        (fd - an).abs() <= 2e-3 + 1e-2 * an.abs(),
+                        "{name}[{i}] (k {k}): analytic {an} vs finite differences {fd}"
+                    );
+                }
+            };
+            check("dx", 0, &fast.1);
+            check("dw", 1, &fast.2);
+            if with_bias {
+                check("db", 2, &fast.3);
             }
         }
     }

@@ -5,7 +5,7 @@
 pub mod conv;
 pub mod group_norm;
 
-pub use conv::conv2d;
+pub use conv::{conv2d, conv2d_with};
 pub use group_norm::{GroupNorm, GroupNormConfig, group_norm, group_norm_reference};
 
 /// `T` as `U` when they are the same type (the caller compared their `TypeId`s): how the ops
