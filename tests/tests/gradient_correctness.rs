@@ -310,3 +310,58 @@ fn stage_two_normalisation_leaves_reverse_kl_unchanged() {
         assert!((x - y).abs() < 1e-12 * (1.0 + y.abs()));
     }
 }
+
+/// `E_q[h(r)] = Σ_grid q_σ h(p_σ/q_σ) · cell` by quadrature (from `log_h`, independent of
+/// any batch statistic).
+fn expected_h(case: &Case, g: &Grid, d: &dyn Divergence) -> f64 {
+    let q = case.student.mixture().unwrap();
+    g.points
+        .iter()
+        .zip(&g.log_p)
+        .map(|(x, lp)| {
+            let lq = q.log_density(x, case.sigma);
+            lq.exp() * d.log_h(lp - lq).exp() * g.cell
+        })
+        .sum()
+}
+
+/// Stage-2 normalisation with a non-constant `h` (SPEC §3): dividing every `h_i` by the batch
+/// mean turns the estimate into `∇_θ D_f / E_q[h]`, with `∇_θ D_f` from quadrature and finite
+/// differences and `E_q[h]` from quadrature. Only divergences whose `E_q[h]` is away from 1
+/// count (for forward KL `E_q[r] = 1`, where normalising changes nothing in expectation);
+/// the un-normalised estimate must then fail the same comparison.
+#[test]
+fn normalised_gradient_is_the_exact_gradient_over_the_mean_weight() {
+    let divs = divergences();
+    for (seed, case) in [case_1d(0.5), case_2d(0.5)].into_iter().enumerate() {
+        let g = grid(&case);
+        let exact = reference_gradients(&case, &divs);
+        let terms = monte_carlo_terms(&case, 300 + seed as u64);
+        let l: Vec<f64> = terms.iter().map(|t| t.log_ratio).collect();
+        let mut checked = Vec::new();
+        for (d, grad) in divs.iter().zip(&exact) {
+            let mean_h = expected_h(&case, &g, d.as_ref());
+            if (mean_h - 1.0).abs() < 0.15 {
+                continue;
+            }
+            let target: Vec<f64> = grad.iter().map(|x| x / mean_h).collect();
+            let w = normalised_weights(d.as_ref(), &l, 0.0);
+            let (mc, se) = estimate(&w, &terms);
+            if let Err(e) = compare(&mc, &se, &target) {
+                panic!("{} (E_q[h] = {mean_h:.4}): {e}", d.label());
+            }
+            let (raw, raw_se) = estimate(&h_weights(d.as_ref(), &terms), &terms);
+            assert!(
+                compare(&raw, &raw_se, &target).is_err(),
+                "{}: un-normalised weights also pass; E_q[h] = {mean_h} does not matter",
+                d.label()
+            );
+            checked.push(format!("{} E_q[h]={mean_h:.3}", d.label()));
+        }
+        println!("case {seed}: {}", checked.join(", "));
+        assert!(
+            checked.iter().any(|c| c.starts_with("jensen-shannon")),
+            "JS has E_q[h] ≈ ½, away from 1: {checked:?}"
+        );
+    }
+}

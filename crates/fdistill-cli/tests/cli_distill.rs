@@ -161,10 +161,24 @@ fn distill_sample_and_resume_end_to_end() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("NFE 1"), "{}", stderr(&o));
     let rows = std::fs::read_to_string(&s).unwrap();
+    // Exactly --n rows of two finite coordinates each, no header.
+    let parsed: Vec<Vec<f64>> = rows
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect())
+        .collect();
+    assert_eq!(parsed.len(), 50, "{rows}");
     assert!(
-        rows.lines().filter(|l| !l.starts_with('#')).count() >= 50,
+        parsed
+            .iter()
+            .all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite())),
         "{rows}"
     );
+    // A student on ring8 (radius 4): samples are spread, not collapsed to one point.
+    let spread = parsed
+        .iter()
+        .map(|r| (r[0] - parsed[0][0]).abs() + (r[1] - parsed[0][1]).abs())
+        .fold(0.0, f64::max);
+    assert!(spread > 0.1, "{rows}");
 }
 
 #[test]

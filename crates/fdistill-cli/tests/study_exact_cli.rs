@@ -4,14 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdistill-study-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh scratch directory (removed on drop) and the run's `--out` inside it.
+fn out_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    (tmp, dir)
 }
 
-fn run_study(target: &str, divergences: &str, seeds: usize) -> PathBuf {
-    let dir = out_dir(target);
+fn run_study(target: &str, divergences: &str, seeds: usize) -> (tempfile::TempDir, PathBuf) {
+    let (tmp, dir) = out_dir(target);
     let status = Command::new(env!("CARGO_BIN_EXE_fdistill"))
         .args(["study", "exact", "--target", target, "--steps", "20"])
         .args(["--seeds", &seeds.to_string(), "--divergences", divergences])
@@ -20,7 +21,7 @@ fn run_study(target: &str, divergences: &str, seeds: usize) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success());
-    dir
+    (tmp, dir)
 }
 
 fn check_outputs(dir: &Path, divergences: &[&str], seeds: usize, n_modes: usize) {
@@ -53,22 +54,23 @@ fn check_outputs(dir: &Path, divergences: &[&str], seeds: usize, n_modes: usize)
 #[test]
 fn ring8_study_writes_table_and_figures() {
     let divs = ["reverse-kl", "alpha:0.5", "triangular"];
-    let dir = run_study("ring8-unbalanced", &divs.join(","), 2);
+    let (_tmp, dir) = run_study("ring8-unbalanced", &divs.join(","), 2);
     check_outputs(&dir, &divs, 2, 8);
 }
 
 #[test]
 fn bimodal_study_writes_table_and_figures() {
     let divs = ["forward-kl"];
-    let dir = run_study("bimodal-1d", &divs.join(","), 1);
+    let (_tmp, dir) = run_study("bimodal-1d", &divs.join(","), 1);
     check_outputs(&dir, &divs, 1, 2);
 }
 
 #[test]
 fn unknown_target_is_a_usage_error_listing_targets() {
+    let (_tmp, dir) = out_dir("nope");
     let out = Command::new(env!("CARGO_BIN_EXE_fdistill"))
         .args(["study", "exact", "--target", "nope", "--out"])
-        .arg(out_dir("nope"))
+        .arg(&dir)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -6,8 +6,8 @@ use std::process::Command;
 
 #[test]
 fn tiny_mog40_study_writes_table_and_figures() {
-    let dir = std::env::temp_dir().join(format!("fdistill-study-mog40-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mog40");
     let status = Command::new(env!("CARGO_BIN_EXE_fdistill"))
         .args([
             "study",

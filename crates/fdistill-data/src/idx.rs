@@ -237,12 +237,27 @@ mod tests {
         b
     }
 
-    fn write_tmp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fdistill-idx-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    /// A path inside a fresh `tempfile` directory, removed when this value drops.
+    struct Scratch(#[allow(dead_code)] tempfile::TempDir, std::path::PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+
+    impl AsRef<std::path::Path> for Scratch {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+
+    fn write_tmp(name: &str, bytes: &[u8]) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
         std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
-        p
+        Scratch(dir, p)
     }
 
     #[test]

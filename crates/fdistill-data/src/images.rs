@@ -325,11 +325,27 @@ pub fn save_image_grid(
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("fdistill-png-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    /// A path inside a fresh `tempfile` directory, removed when this value drops.
+    struct Scratch(#[allow(dead_code)] tempfile::TempDir, std::path::PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+
+    impl AsRef<std::path::Path> for Scratch {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+
+    fn tmp(name: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(dir, d)
     }
 
     #[test]

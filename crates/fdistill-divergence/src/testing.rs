@@ -188,15 +188,27 @@ pub fn check_all(d: &dyn Divergence) -> Result<(), String> {
     Ok(())
 }
 
+/// A proptest runner of `cases` cases whose seed is fixed per divergence (FNV-1a of its
+/// label): every run of the suite draws the same inputs, so a failure reproduces. Failure
+/// persistence stays off (the seed already pins the cases; there is no source file here to
+/// put a regressions file next to).
+pub fn seeded_runner(cases: u32, d: &dyn Divergence) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+    let seed = d.label().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        ..Config::default()
+    })
+}
+
 /// Property check: for random `ℓ ∈ [−80, 80]`, `log_h` is finite, agrees with `log h(e^ℓ)`
 /// where representable, and `h` is non-negative.
 pub fn proptest_log_h(d: &dyn Divergence) -> Result<(), String> {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases: 256,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = seeded_runner(256, d);
     runner
         .run(&(-80.0f64..80.0), |l| {
             let lh = d.log_h(l);
@@ -220,12 +232,7 @@ pub fn proptest_log_h(d: &dyn Divergence) -> Result<(), String> {
 /// Property check: a random batch of log-ratios in `[−80, 80]` gives finite normalised
 /// weights that average to 1.
 pub fn proptest_weights(d: &dyn Divergence) -> Result<(), String> {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases: 128,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = seeded_runner(128, d);
     runner
         .run(&proptest::collection::vec(-80.0f64..80.0, 1..128), |ls| {
             let log_h: Vec<f64> = ls.iter().map(|&l| d.log_h(l)).collect();

@@ -60,6 +60,8 @@ fn posterior<B: Backend>(device: &B::Device) -> GaussianPosterior<B> {
     cfg.hidden = 16;
     cfg.depth = 2;
     locked(|| {
+        // Seeded: the backend's RNG is global, so every test gets the same posterior.
+        B::seed(device, 17);
         let mut net = cfg.init::<B>(device);
         net.output = LinearConfig::new(16, 4).init(device);
         net
@@ -467,4 +469,109 @@ mod method {
             assert_eq!(back, c);
         }
     }
+}
+
+/// `log q_φ(z | x_t, σ)` by hand from the posterior's mean and log-std (a diagonal Gaussian:
+/// `Σ_j −½((z_j − μ_j)/s_j)² − log s_j − ½ log 2π`), in f64.
+fn log_q_by_hand(
+    post: &GaussianPosterior<P>,
+    z: &[f64],
+    x_t: Tensor<P, 2>,
+    sigma: Tensor<P, 1>,
+) -> Vec<f64> {
+    let (mean, log_std) = post.forward(x_t, sigma);
+    let host = |t: Tensor<P, 2>| -> Vec<f64> { t.into_data().convert::<f64>().to_vec().unwrap() };
+    let (mu, ls) = (host(mean), host(log_std));
+    (0..N)
+        .map(|i| {
+            (0..2)
+                .map(|j| {
+                    let k = 2 * i + j;
+                    let u = (z[k] - mu[k]) / ls[k].exp();
+                    -0.5 * u * u - ls[k] - 0.5 * (2.0 * std::f64::consts::PI).ln()
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// The reported posterior term by value, and the φ-gradient against finite differences:
+/// `neg_log_q = mean w·(−log q_φ)` with `log q` by hand, and the full bound `U` of
+/// [`exact_bound`] equals `neg_log_q + mean w·(−log p_σ(x_t))` (closed-form `log p_σ`);
+/// `∂loss/∂φ` (the posterior's output layer, which sets mean and log-std) equals central
+/// differences of `U` in φ (the teacher term does not depend on φ).
+#[test]
+fn reported_bound_and_posterior_gradient_match_the_exact_bound() {
+    let device = Default::default();
+    let (a0, b0) = ([0.8, 1.4], [0.3, -0.5]);
+    let generator = Affine::<A>::new(a0, b0, &device);
+    let post = posterior::<A>(&device);
+    let d = draw(13);
+    let (z, eps, sigma, weight) = tensors::<A>(&d, &device);
+    let teacher = AnalyticTeacher::new(target());
+    let out = vardiu_loss(
+        VarDiuBatch {
+            x0: generator.forward(z.clone()),
+            z,
+            eps,
+            sigma,
+            weight,
+        },
+        &post,
+        &teacher,
+    );
+    let grads = out.loss.backward();
+    let to_vec = |t: Tensor<P, 1>| -> Vec<f64> { t.into_data().convert::<f64>().to_vec().unwrap() };
+    let g_bias = to_vec(post.output.bias.as_ref().unwrap().grad(&grads).unwrap());
+
+    // Value of the reported term, from the hand-written log density.
+    let post_p = post.valid();
+    let gen_p = Affine::<P>::new(a0, b0, &Default::default());
+    let (zp, ep, sp, wp) = tensors::<P>(&d, &Default::default());
+    let x_t = gen_p.forward(zp) + ep * sp.clone().unsqueeze_dim::<2>(1);
+    let xs: Vec<f64> = x_t.clone().into_data().convert::<f64>().to_vec().unwrap();
+    let w = to_vec(wp);
+    let log_q = log_q_by_hand(&post_p, &d.z, x_t, sp);
+    let neg_log_q = (0..N).map(|i| -w[i] * log_q[i]).sum::<f64>() / N as f64;
+    assert!(
+        (out.neg_log_q - neg_log_q).abs() < 1e-4 * (1.0 + neg_log_q.abs()),
+        "reported {} vs by hand {neg_log_q}",
+        out.neg_log_q
+    );
+    let p = target();
+    let neg_log_p = (0..N)
+        .map(|i| -w[i] * p.log_density(&xs[2 * i..2 * i + 2], d.sigma[i]))
+        .sum::<f64>()
+        / N as f64;
+    let bound = exact_bound(a0, b0, &post_p, &d);
+    assert!(
+        (out.neg_log_q + neg_log_p - bound).abs() < 1e-4 * (1.0 + bound.abs()),
+        "reported + teacher term {} vs exact bound {bound}",
+        out.neg_log_q + neg_log_p
+    );
+
+    // φ-gradient: central differences of U in each output bias (mean and log-std offsets).
+    let bias0 = to_vec(post_p.output.bias.as_ref().unwrap().val());
+    let with_bias = |k: usize, delta: f64| {
+        let mut b = bias0.clone();
+        b[k] += delta;
+        let mut q = post_p.clone();
+        q.output.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [4]).convert::<f32>(),
+            &Default::default(),
+        )));
+        exact_bound(a0, b0, &q, &d)
+    };
+    let h = 1e-2;
+    let mut moved = 0.0f64;
+    for k in 0..4 {
+        let fd = (with_bias(k, h) - with_bias(k, -h)) / (2.0 * h);
+        moved = moved.max(fd.abs());
+        assert!(
+            (g_bias[k] - fd).abs() < 2e-3 + 1e-2 * fd.abs(),
+            "∂U/∂b_out[{k}]: autodiff {} vs finite differences {fd}",
+            g_bias[k]
+        );
+    }
+    assert!(moved > 1e-2, "the bound depends on φ: {g_bias:?}");
 }

@@ -293,10 +293,26 @@ where
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("fdistill-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+    /// A path inside a fresh `tempfile` directory, removed when this value drops.
+    struct Scratch(#[allow(dead_code)] tempfile::TempDir, std::path::PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+
+    impl AsRef<std::path::Path> for Scratch {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+
+    fn tmp(name: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        Scratch(dir, path)
     }
 
     /// The data of `scatter_over_data_png` shows as grey dots behind the red samples.
