@@ -260,6 +260,34 @@ fn a_lock_left_by_kill_9_does_not_block() {
         "{}",
         stderr(&o)
     );
+    // So are --overwrite (which must not delete a run being written) and a study.
+    let cfg2 = teacher_config(tmp.path(), "t2.json", 5, 1);
+    let mut overwrite = teacher_args(&out, &cfg2, "10");
+    overwrite.push("--overwrite");
+    let o = fdistill(&overwrite);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("(pid {}", child.id())),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json(&out.join("config.json"))["teacher"]["steps"], 200000);
+    let o = fdistill(&[
+        "study",
+        "exact",
+        "--out",
+        p(&out),
+        "--seeds",
+        "1",
+        "--steps",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("(pid {}", child.id())),
+        "{}",
+        stderr(&o)
+    );
     signal(&child, "-KILL");
     child.wait().unwrap();
     let lock = std::fs::read_to_string(out.join(".fdistill.lock")).unwrap();
@@ -367,7 +395,8 @@ fn sigint_checkpoints_and_resume_is_exact() {
 }
 
 /// Two signals in a row: the process exits at once with 130 and the last complete checkpoint
-/// (written every 5 steps) still resumes and samples.
+/// (written every 5 steps) is untouched: it samples, and resuming from it gives the same bytes
+/// as an uninterrupted run of the same length (a torn or half-replaced checkpoint would not).
 #[cfg(unix)]
 #[test]
 fn a_second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
@@ -415,6 +444,10 @@ fn a_second_signal_exits_at_once_and_keeps_the_last_checkpoint() {
         &n,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let whole = tmp.path().join("whole");
+    let o = fdistill(&teacher_args(&whole, &cfg, &n));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_run(&out, &whole, &TEACHER_FILES);
 }
 
 const TINY_DISTILL: &str = r#"
@@ -470,7 +503,10 @@ fn same_seed_same_bytes_and_sigterm_resume_for_distillation() {
     let cfg = teacher_config(tmp.path(), "t.json", 10, 7);
     let (t1, t2) = (tmp.path().join("t1"), tmp.path().join("t2"));
     for t in [&t1, &t2] {
-        let o = fdistill(&teacher_args(t, &cfg, "20"));
+        // The thread count stated, as the promise needs it.
+        let mut args = teacher_args(t, &cfg, "20");
+        args.extend(["--threads", "2"]);
+        let o = fdistill(&args);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert_same_run(&t1, &t2, &TEACHER_FILES);
@@ -487,7 +523,9 @@ fn same_seed_same_bytes_and_sigterm_resume_for_distillation() {
     std::fs::write(&dcfg, TINY_DISTILL).unwrap();
     let (s1, s2) = (tmp.path().join("s1"), tmp.path().join("s2"));
     for s in [&s1, &s2] {
-        let o = fdistill(&distill_args(&t1, s, &dcfg, "9"));
+        let mut args = distill_args(&t1, s, &dcfg, "9");
+        args.extend(["--threads", "2"]);
+        let o = fdistill(&args);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert_same_run(&s1, &s2, &STUDENT_FILES);

@@ -268,6 +268,55 @@ fn plot_is_checked_first_and_samples_go_to_stdout() {
     assert!(rows.iter().all(|r| r.len() == 2));
     assert!(stderr(&o).contains("to stdout"), "{}", stderr(&o));
     assert!(png.is_file());
+    // The title names the model and what is behind the samples (the pixels of the grey data
+    // are checked in fdistill-plot's `data_is_drawn_grey_behind_the_points`).
+    assert!(
+        stderr(&o).contains("titled \"teacher, Heun 3 NFE: 7 samples, ")
+            && stderr(&o).contains("(grey: data)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A student of a built-in mixture: its divergence in the title, the density behind.
+    let teacher = tmp.path().join("t8");
+    assert_ok(&train("ring8-unbalanced", &teacher, &cfg, "5", &[]));
+    let dcfg = tmp.path().join("d.toml");
+    std::fs::write(
+        &dcfg,
+        "batch_size = 16\n[driver]\nsteps = 3\ncheckpoint_every = 3\n",
+    )
+    .unwrap();
+    let student = tmp.path().join("s8");
+    assert_ok(&fdistill(&[
+        "distill",
+        "--teacher",
+        p(&teacher),
+        "--divergence",
+        "forward-kl",
+        "--out",
+        p(&student),
+        "--config",
+        p(&dcfg),
+    ]));
+    let o = fdistill(&[
+        "sample",
+        "--checkpoint",
+        p(&student),
+        "--n",
+        "9",
+        "--out",
+        "-",
+        "--plot",
+        p(&tmp.path().join("s8.png")),
+    ]);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains(
+            "titled \"student (forward-kl), 1 NFE: 9 samples, ring8-unbalanced (density)\""
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Bug 5: a semicolon-separated file keeps its first row (and the net sees 2-D data); a
@@ -381,6 +430,28 @@ fn messages_name_the_problem_and_the_fix() {
         "--dry-run",
     ]);
     assert_usage_error(&o, &["unknown field `inject_nan_at_step`"]);
+    // The same for VarDiU's config (`--method vardiu`), whose hook was a file key once.
+    for (file, needles) in [
+        (&bad, &["lr_generatr", "lr_generator"][..]),
+        (&hook, &["unknown field `inject_nan_at_step`"][..]),
+    ] {
+        let o = fdistill(&[
+            "distill",
+            "--method",
+            "vardiu",
+            "--target",
+            "mog40",
+            "--out",
+            p(&tmp.path().join("v")),
+            "--config",
+            p(file),
+            "--dry-run",
+        ]);
+        assert_usage_error(&o, needles);
+        if file == &bad {
+            assert!(!stderr(&o).contains("inject_nan"), "{}", stderr(&o));
+        }
+    }
 
     // An image preset on 2-D data warns with the resolved values; toy does not.
     let o = fdistill(&[

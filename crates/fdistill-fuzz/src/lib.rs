@@ -17,10 +17,10 @@
 //! | `optim-state` | a checkpoint's AdamW state, then one optimiser step with it |
 //! | `config-json` | JSON configs: `DistillConfig`, `TeacherConfig`, `MlpDenoiserConfig` (each with `check()`), checkpoint state files |
 //! | `config-toml` | TOML distillation configs, as `--config x.toml` reads them |
+//! | `state-dict` | EDM state dicts: the bytes as a PyTorch `.pt` (zip or legacy pickle) and as a `.safetensors` file, then the key-prefix search |
 //!
-//! **Hook for the PyTorch state-dict reader.** When `fdistill-nets` gains its reader of
-//! PyTorch checkpoints, add a `torch-state-dict` entry to [`TARGETS`] that calls it on the
-//! bytes, with a few small `.pt` files under `seeds/torch-state-dict/`; nothing else changes.
+//! The `.pt` seeds of `state-dict` come from PyTorch (`tools/fuzz_state_dict_seeds.py`); its
+//! safetensors seeds, like every other target's seeds, from [`write_seeds`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,7 @@ use fdistill_core::Denoiser;
 use fdistill_data::idx::{IdxArray, decode_maybe_gzip, labelled_images, parse_idx_u8};
 use fdistill_data::images::{ImageSet, load_png_folder};
 use fdistill_data::{parse_csv, parse_npy, pooled_std, prepare_images};
+use fdistill_nets::state_dict::{KeyPrefix, StateDict, StateTensor};
 use fdistill_nets::{MlpDenoiser, MlpDenoiserConfig};
 use fdistill_train::checkpoint::{parameter_shapes, read_tensors};
 use fdistill_train::distill::DistillConfig;
@@ -111,6 +112,12 @@ pub const TARGETS: &[Target] = &[
         what: "TOML distillation configs",
         run: config_toml,
         text: true,
+    },
+    Target {
+        name: "state-dict",
+        what: "PyTorch .pt and safetensors state dicts",
+        run: state_dict,
+        text: false,
     },
 ];
 
@@ -358,6 +365,22 @@ pub fn config_toml(data: &[u8]) {
     }
     if let Ok(c) = toml::from_str::<DistillConfig>(text) {
         let _ = c.check();
+    }
+}
+
+/// A state dict read from the bytes twice, as `x.pt` (burn-store's PyTorch reader) and as
+/// `x.safetensors`, the way `StateDict::read` picks the reader by extension; what reads must
+/// be whole (values match shapes) and survive the key-prefix search.
+pub fn state_dict(data: &[u8]) {
+    for name in ["x.pt", "x.safetensors"] {
+        let path = scratch().join(name);
+        std::fs::write(&path, data).expect("scratch file");
+        if let Ok(sd) = StateDict::read(&path) {
+            for t in sd.tensors.values() {
+                assert_eq!(t.values.len(), t.shape.iter().product::<usize>());
+            }
+            let _ = sd.resolve_prefix(&KeyPrefix::Auto);
+        }
     }
 }
 
@@ -648,6 +671,23 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<()> {
         "tiny-mlp-adamw-empty.safetensors",
         &std::fs::read(&o)?,
     )?;
+    // State dicts (safetensors; the .pt seeds come from tools/fuzz_state_dict_seeds.py).
+    let mut sd = StateDict::default();
+    sd.tensors.insert(
+        "model.map_layer0.weight".into(),
+        StateTensor::new(vec![4, 2], (0..8).map(|i| i as f32 * 0.5).collect()),
+    );
+    sd.tensors.insert(
+        "model.map_layer0.bias".into(),
+        StateTensor::new(vec![4], vec![0.0, -1.0, 2.5, 1e-3]),
+    );
+    sd.tensors.insert(
+        "model.enc.8x8_conv.weight".into(),
+        StateTensor::new(vec![2, 1, 3, 3], (0..18).map(|i| i as f32).collect()),
+    );
+    let p = tmp.path().join("sd.safetensors");
+    sd.write_safetensors(&p).map_err(std::io::Error::other)?;
+    put("state-dict", "edm-like.safetensors", &std::fs::read(&p)?)?;
     // Configs.
     for name in ["toy", "cifar10", "dmd2-no-gan", "diff-instruct"] {
         let c = DistillConfig::preset(name).map_err(std::io::Error::other)?;

@@ -165,7 +165,10 @@ fn write_scatter(path: &Path, values: &[f64], source: &str, model: &str) -> Resu
         &background,
     )
     .map_err(CliError::Runtime)?;
-    eprintln!("wrote a scatter plot to {}", path.display());
+    eprintln!(
+        "wrote a scatter plot to {} titled \"{title}\"",
+        path.display()
+    );
     Ok(())
 }
 

@@ -74,8 +74,10 @@ pub struct VarDiuConfig {
     /// EMA decay of the generator (0: no EMA, sampling uses the trained weights, as the
     /// reference).
     pub ema_beta: f64,
-    /// Fault-injection hook for tests: the loss of this step is multiplied by NaN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fault-injection hook for tests, set in code: the loss of this step is multiplied by
+    /// NaN. Not a config key (never read from or written to a file), so it stays out of the
+    /// user-facing list of keys.
+    #[serde(skip)]
     pub inject_nan_at_step: Option<usize>,
     /// Loop settings (steps = generator updates, checkpoints, logging, seed).
     pub driver: DriverConfig,
