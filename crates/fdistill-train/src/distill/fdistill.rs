@@ -1534,6 +1534,7 @@ mod tests {
     /// non-empty bins only, `r / (b_k + 1e−6)` before `h`; the bin means survive save/load
     /// and a resumed method gives the same weights as one that never stopped.
     #[test]
+    #[allow(clippy::needless_range_loop)] // bins and batches index several parallel arrays
     fn time_bins_with_several_populated_bins_match_the_spec_and_survive_resume() {
         let (beta, bins) = (0.5, 4usize);
         let make = || {
