@@ -292,11 +292,27 @@ mod method {
     use fdistill_train::distill::{
         DistillError, DistillMethod, DriverConfig, VarDiU, VarDiuConfig, run_distillation,
     };
+    use fdistill_train::teacher::ema_update;
     use std::path::Path;
 
     type Method = VarDiU<A, AnalyticTeacher, MlpDenoiser<A>, GaussianPosterior<A>>;
 
     fn method(steps: usize, nan_at: Option<usize>) -> Method {
+        let device = Default::default();
+        let (generator, posterior) = networks();
+        VarDiU::new(
+            config(steps, nan_at),
+            AnalyticTeacher::new(target()),
+            generator,
+            posterior,
+            &device,
+        )
+        .unwrap()
+    }
+
+    /// Generator and posterior built from a fixed seed, so that two calls give the same
+    /// initial weights.
+    fn networks() -> (MlpDenoiser<A>, GaussianPosterior<A>) {
         let device = Default::default();
         let mut net = MlpDenoiserConfig::new(2, 1.5);
         net.hidden = 16;
@@ -304,7 +320,14 @@ mod method {
         let mut post = GaussianPosteriorConfig::new(2, 2, 1.5);
         post.hidden = 16;
         post.depth = 2;
-        let config = VarDiuConfig {
+        locked(|| {
+            A::seed(&device, 42);
+            (net.init::<A>(&device), post.init::<A>(&device))
+        })
+    }
+
+    fn config(steps: usize, nan_at: Option<usize>) -> VarDiuConfig {
+        VarDiuConfig {
             batch_size: 16,
             sigma_min: Some(0.05),
             sigma_max: Some(5.0),
@@ -326,20 +349,74 @@ mod method {
                 seed: 5,
             },
             ..VarDiuConfig::default()
+        }
+    }
+
+    /// Weights that went through an EMA copy (inner backend, then `from_inner`) arrive with
+    /// `require_grad = false`. The constructor must make the generator and the posterior
+    /// trainable again, or neither ever moves and the run silently returns its
+    /// initialisation (the guard f-distill's method has, applied to VarDiU).
+    #[test]
+    fn networks_that_went_through_an_ema_copy_still_train() {
+        let device = Default::default();
+        let (generator, posterior) = networks();
+        let generator =
+            MlpDenoiser::<A>::from_inner(ema_update(generator.valid(), &generator.valid(), 0.5));
+        let posterior = GaussianPosterior::<A>::from_inner(ema_update(
+            posterior.valid(),
+            &posterior.valid(),
+            0.5,
+        ));
+        // No EMA: the sampled generator is the trained one.
+        let config = VarDiuConfig {
+            ema_beta: 0.0,
+            ..config(2, None)
         };
-        // Networks built from a fixed seed, so that two calls give the same initial weights.
-        let (generator, posterior) = locked(|| {
-            A::seed(&device, 42);
-            (net.init::<A>(&device), post.init::<A>(&device))
-        });
-        VarDiU::new(
+        let mut m = VarDiU::new(
             config,
             AnalyticTeacher::new(target()),
             generator,
             posterior,
             &device,
         )
-        .unwrap()
+        .unwrap();
+        let latents = || {
+            Tensor::<P, 2>::from_data(
+                TensorData::new(vec![0.3f32, -1.0, 1.2, 0.4, -0.7, 0.9], [3, 2]),
+                &device,
+            )
+        };
+        let probe = |m: &Method| {
+            let (z, x) = (latents(), latents().mul_scalar(2.0));
+            let lq = m.posterior().valid().log_prob(
+                z,
+                x,
+                Tensor::from_data(TensorData::from([0.5f32, 1.0, 2.0]), &device),
+            );
+            let g = m.generate(latents(), None);
+            let v = |t: Tensor<P, 1>| t.into_data().convert::<f64>().to_vec::<f64>().unwrap();
+            (v(g.reshape([6])), v(lq))
+        };
+        let (g0, q0) = probe(&m);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for step in 1..=2 {
+            m.step(step, &mut rng).unwrap();
+        }
+        let (g1, q1) = probe(&m);
+        let moved = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        };
+        assert!(
+            moved(&g0, &g1) > 1e-5,
+            "the generator never trained: {g0:?} vs {g1:?}"
+        );
+        assert!(
+            moved(&q0, &q1) > 1e-5,
+            "the posterior never trained: {q0:?} vs {q1:?}"
+        );
     }
 
     fn run(m: &mut Method, dir: &Path, resume: bool) -> Result<DriverSummary, DistillError> {

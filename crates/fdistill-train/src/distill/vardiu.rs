@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::driver::{
     AdamWOptimizer, DistillMethod, DriverConfig, StepMetrics, adamw, clip_grad_norm, load_trained,
-    save_trained,
+    save_trained, trainable,
 };
 use super::{DistillError, one_step_generate};
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
@@ -369,6 +369,10 @@ where
     P: AutodiffModule<B> + LatentPosterior<B>,
 {
     /// Validates the config and the pieces (dimensions) before training.
+    ///
+    /// The generator and the posterior are made [`trainable`]: weights that went through an
+    /// inner-backend copy (an EMA, `AutodiffModule::from_inner`) arrive with
+    /// `require_grad = false`, and would otherwise silently never train.
     pub fn new(
         config: VarDiuConfig,
         teacher: T,
@@ -377,6 +381,8 @@ where
         device: &B::Device,
     ) -> Result<Self, DistillError> {
         let config = config.check()?;
+        let generator = trainable::<B, N>(generator);
+        let posterior = trainable::<B, P>(posterior);
         let dim = teacher.dim();
         if generator.dim() != dim {
             return Err(DistillError::Setup(format!(
