@@ -200,12 +200,21 @@ fn import_sample_distill_export_round_trip() {
     };
     let o = import(&weights, &kw_path, &teacher, &["--data", &data]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("imported SongUNet (10 classes, 1×8×8)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("imported SongUNet (10 classes, 1×8×8)"),
+        "{}",
+        text(&o)
+    );
     // An existing run is refused without --overwrite, replaced with it.
     let o = import(&weights, &kw_path, &teacher, &["--data", &data]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("already holds a run"), "{}", text(&o));
-    let o = import(&weights, &kw_path, &teacher, &["--data", &data, "--overwrite"]);
+    let o = import(
+        &weights,
+        &kw_path,
+        &teacher,
+        &["--data", &data, "--overwrite"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     // What sample and distill load is the file's weights, exactly.
     let net = load_run_net(&teacher, "checkpoint/ema.safetensors", &cfg);
@@ -330,7 +339,9 @@ fn import_sample_distill_export_round_trip() {
         return;
     };
     let b = 3;
-    let x: Vec<f32> = (0..b * 64).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let x: Vec<f32> = (0..b * 64)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
     let mut y = vec![0f32; b * 10];
     for (i, c) in [2usize, 7, 9].iter().enumerate() {
         y[i * 10 + c] = 1.0;
@@ -368,7 +379,10 @@ fn import_sample_distill_export_round_trip() {
 fn one_import_error_lists_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let mut sd = StateDict::read(&edm_fixtures().join("ddpmpp.safetensors")).unwrap();
-    let conv0 = sd.tensors.remove("model.enc.8x8_block0.conv0.weight").unwrap();
+    let conv0 = sd
+        .tensors
+        .remove("model.enc.8x8_block0.conv0.weight")
+        .unwrap();
     sd.tensors.insert(
         "model.enc.8x8_block0.extra.weight".into(),
         StateTensor::new(vec![2], vec![0.0, 1.0]),
@@ -427,7 +441,11 @@ fn one_import_error_lists_every_problem() {
         p(&out),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("mis-shaped  model.map_layer0.weight"), "{}", text(&o));
+    assert!(
+        text(&o).contains("mis-shaped  model.map_layer0.weight"),
+        "{}",
+        text(&o)
+    );
     let o = fdistill(&[
         "teacher",
         "import",
@@ -439,7 +457,11 @@ fn one_import_error_lists_every_problem() {
         p(&out),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("use one of edm-ddpmpp-cifar10"), "{}", text(&o));
+    assert!(
+        text(&o).contains("use one of edm-ddpmpp-cifar10"),
+        "{}",
+        text(&o)
+    );
 
     // Data that does not fit the network, and distillation of a teacher without data.
     let run = dir.path().join("teacher");

@@ -124,7 +124,10 @@ impl ClassConditionalTeacher {
                 }
                 GaussianMixture::new(
                     members.iter().map(|&i| mixture.weights()[i]).collect(),
-                    members.iter().map(|&i| mixture.means()[i].clone()).collect(),
+                    members
+                        .iter()
+                        .map(|&i| mixture.means()[i].clone())
+                        .collect(),
                     members.iter().map(|&i| mixture.stds()[i].clone()).collect(),
                 )
             })
@@ -275,7 +278,10 @@ mod tests {
         let teacher = ClassConditionalTeacher::new(mix.clone(), &[0, 1, 0]).unwrap();
         assert_eq!(teacher.n_classes(), 2);
         let class_of = |y: usize| {
-            let keep: Vec<usize> = [0usize, 1, 2].into_iter().filter(|&k| [0, 1, 0][k] == y).collect();
+            let keep: Vec<usize> = [0usize, 1, 2]
+                .into_iter()
+                .filter(|&k| [0, 1, 0][k] == y)
+                .collect();
             GaussianMixture::new(
                 keep.iter().map(|&k| mix.weights()[k]).collect(),
                 keep.iter().map(|&k| mix.means()[k].clone()).collect(),
@@ -321,10 +327,19 @@ mod tests {
         let (x, s) = batch();
         let y = Tensor::<B, 1, Int>::from_data(TensorData::new(labels.to_vec(), [3]), &device);
         let d1: Vec<f64> = guided_denoise::<B, _>(&teacher, x.clone(), s.clone(), y.clone(), 1.0)
-            .into_data().convert::<f64>().to_vec().unwrap();
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
         let d3: Vec<f64> = guided_denoise::<B, _>(&teacher, x, s, y, 3.0)
-            .into_data().convert::<f64>().to_vec().unwrap();
-        assert!(d1.iter().zip(&d3).any(|(a, b)| (a - b).abs() > 0.05), "{d1:?} {d3:?}");
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .unwrap();
+        assert!(
+            d1.iter().zip(&d3).any(|(a, b)| (a - b).abs() > 0.05),
+            "{d1:?} {d3:?}"
+        );
     }
 
     #[test]

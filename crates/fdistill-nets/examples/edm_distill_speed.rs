@@ -73,7 +73,10 @@ fn main() {
     .expect("valid set-up");
     // K = 1: odd steps are critic steps, even steps generator steps.
     let mut step = 0usize;
-    for (what, parity) in [("distill critic step", 1usize), ("distill generator step", 0)] {
+    for (what, parity) in [
+        ("distill critic step", 1usize),
+        ("distill generator step", 0),
+    ] {
         let mut time = |method: &mut FDistill<_, _, _, _>| {
             step += 1;
             if step % 2 != parity {

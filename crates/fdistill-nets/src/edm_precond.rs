@@ -751,7 +751,11 @@ impl<B: Backend> EdmPrecond<B> {
     /// Checks `sd` against the network without loading anything (lazily initialised parameters
     /// stay unallocated): the same checks as [`load_state_dict`](Self::load_state_dict).
     /// Returns the resolved prefix.
-    pub fn check_state_dict(&self, sd: &StateDict, prefix: &KeyPrefix) -> Result<String, WeightsError> {
+    pub fn check_state_dict(
+        &self,
+        sd: &StateDict,
+        prefix: &KeyPrefix,
+    ) -> Result<String, WeightsError> {
         let prefix = sd.resolve_prefix(prefix)?;
         let mut check = Importer::<B>::new(sd, prefix.clone(), false);
         let _ = self.model.clone().map_edm("", &mut check);

@@ -272,7 +272,9 @@ impl StateDict {
         for (i, (name, t)) in self.tensors.iter().enumerate() {
             let numel = t.values.len();
             if numel > i32::MAX as usize || t.shape.iter().any(|&d| d > i32::MAX as usize) {
-                return Err(corrupt(format!("tensor '{name}' is too large for this writer")));
+                return Err(corrupt(format!(
+                    "tensor '{name}' is too large for this writer"
+                )));
             }
             pickle.unicode(name);
             pickle.global("torch._utils", "_rebuild_tensor_v2");

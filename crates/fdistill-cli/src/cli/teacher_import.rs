@@ -23,8 +23,7 @@ use fdistill::nets::{EdmKwargs, KeyPrefix, StateDict, UNetConfig, WeightsError};
 use fdistill::train::checkpoint::{RunDir, save_module, write_json};
 use fdistill::train::guard::WriteMode;
 use fdistill::train::teacher::{
-    TEACHER_EMA_FILE, TEACHER_MODEL_FILE, TEACHER_STATE_FILE, TeacherCheckpointState,
-    TeacherConfig,
+    TEACHER_EMA_FILE, TEACHER_MODEL_FILE, TEACHER_STATE_FILE, TeacherCheckpointState, TeacherConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -122,9 +121,8 @@ fn resolve_net(args: &ImportArgs, sd: &StateDict, prefix: &str) -> Result<UNetCo
             Ok(cfg)
         }
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                usage(format!("cannot read --config `{}`: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read --config `{}`: {e}", path.display())))?;
             let kwargs: EdmKwargs = serde_json::from_str(&text).map_err(|e| {
                 usage(format!(
                     "bad --config `{}`: {e} (EDMPrecond's keyword arguments: img_resolution, \

@@ -29,9 +29,9 @@ use super::driver::{
 };
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
 use crate::teacher::{ema_decay, ema_update};
-use fdistill_core::guidance_combine;
 use fdistill_core::EdmDenoiser;
 use fdistill_core::denoiser::{Denoiser, FeatureDenoiser};
+use fdistill_core::guidance_combine;
 use fdistill_core::losses::edm::edm_loss_weight_tensor;
 use fdistill_core::losses::{gan_generator_loss, inject_gradient, inner_product_surrogate};
 use fdistill_core::random::standard_normal;
@@ -498,7 +498,9 @@ where
         // Classifier-free guidance of the real score: D_w = D_T(∅) + w (D_T(y) − D_T(∅))
         let d_t = match (cfg.teacher_guidance, &labels) {
             (Some(w), Some(_)) => {
-                let d_null = self.teacher.denoise(x_t.clone().detach(), sig.clone(), None);
+                let d_null = self
+                    .teacher
+                    .denoise(x_t.clone().detach(), sig.clone(), None);
                 guidance_combine(d_t, d_null, w)
             }
             _ => d_t,
@@ -1135,7 +1137,10 @@ mod tests {
                 &device,
             )
         };
-        let e = build(TrainingData::Mixture(p())).err().expect("refused").to_string();
+        let e = build(TrainingData::Mixture(p()))
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("teacher_guidance needs class labels"), "{e}");
         let mut method = build(labelled).unwrap();
 
@@ -1169,14 +1174,19 @@ mod tests {
             let xt: Vec<f64> = (0..d).map(|j| x0[j] + sigma[i] * eps[i * d + j]).collect();
             let d_null = p().denoise(&xt, sigma[i]);
             let d_y = component(labels[i] as usize).denoise(&xt, sigma[i]);
-            let dt: Vec<f64> = (0..d).map(|j| d_null[j] + w * (d_y[j] - d_null[j])).collect();
+            let dt: Vec<f64> = (0..d)
+                .map(|j| d_null[j] + w * (d_y[j] - d_null[j]))
+                .collect();
             guidance_mattered |= (0..d).any(|j| (dt[j] - d_y[j]).abs() > 1e-2);
             let df = q.denoise(&xt, sigma[i]);
             let l = gmm::log_ratio(&p(), &q, &xt, sigma[i]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP);
             log_r.push(l.clamp(0.1f64.ln(), 20f64.ln()));
             rows.push((x0, dt, df));
         }
-        assert!(guidance_mattered, "D_w equals D_y on every row: a weak test");
+        assert!(
+            guidance_mattered,
+            "D_w equals D_y on every row: a weak test"
+        );
         let h = normalised_weights(&js, &log_r, WEIGHT_EPS);
         let mut expect = [0.0; 2];
         for (i, (x0, dt, df)) in rows.iter().enumerate() {
