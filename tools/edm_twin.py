@@ -14,6 +14,10 @@ numpy, e.g. bench/torch_twin.py builds its networks from it):
   forward --kwargs K --weights W --inputs I --out O
                              run a network given by EDM constructor kwargs (JSON) on inputs
   bench --batch 4 --reps 5   time forward and forward+backward of full DDPM++ CIFAR-10
+  bench-distill --batch 4 --reps 1
+                             time one critic step and one generator step of DMD2 without
+                             GAN (K = 1) on three full DDPM++ CIFAR-10 networks, mirroring
+                             fdistill's `edm_distill_speed` example
 """
 
 import argparse
@@ -605,6 +609,70 @@ def cmd_bench(args):
         print(json.dumps({"impl": "pytorch", "what": label, "batch": b, "seconds": times}))
 
 
+def cmd_bench_distill(args):
+    """One critic and one generator step of f-distill's `dmd2-no-gan` preset (reverse KL, no
+    discriminator, DMD normaliser, inject-gradient surrogate, uniform DSM loss, AdamW with
+    weight decay 0.01, gradient clip 10, generator EMA), as fdistill's FDistill does them."""
+    import copy
+
+    torch.set_num_threads(args.threads)
+    kw = FULL["edm-ddpmpp-cifar10"]
+    torch.manual_seed(0)
+    teacher = EDMPrecond(**kw).eval().requires_grad_(False)
+    gen = copy.deepcopy(teacher).train().requires_grad_(True)
+    fake = copy.deepcopy(teacher).train().requires_grad_(True)
+    gen_ema = copy.deepcopy(gen).eval().requires_grad_(False)
+    opt_g = torch.optim.AdamW(gen.parameters(), lr=2e-6, weight_decay=0.01)
+    opt_f = torch.optim.AdamW(fake.parameters(), lr=2e-6, weight_decay=0.01)
+    b, sigma_init = args.batch, 80.0
+    real = (torch.randn([64, 3, 32, 32]) * 0.5).clamp(-1, 1)
+
+    def draw():
+        z = torch.randn([b, 3, 32, 32])
+        y = F.one_hot(torch.randint(0, 10, [b]), 10).float()
+        sigma = torch.exp(torch.randn([b]) * 1.2 - 1.2)
+        eps = torch.randn([b, 3, 32, 32])
+        return z, y, sigma, eps
+
+    def critic():
+        z, y, sigma, eps = draw()
+        with torch.no_grad():
+            x0 = gen(sigma_init * z, torch.full([b], sigma_init), y)
+        x_t = x0 + sigma.reshape(-1, 1, 1, 1) * eps
+        _ = real[torch.randint(0, 64, [b])]
+        loss = (fake(x_t, sigma, y) - x0).square().mean()
+        opt_f.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_f.step()
+
+    def generator():
+        z, y, sigma, eps = draw()
+        x0 = gen(sigma_init * z, torch.full([b], sigma_init), y)
+        x_t = x0 + sigma.reshape(-1, 1, 1, 1) * eps
+        with torch.no_grad():
+            d_t = teacher(x_t, sigma, y)
+            d_f = fake(x_t, sigma, y)
+            w = 1.0 / (x0 - d_t).abs().mean(dim=[1, 2, 3], keepdim=True).clamp_min(1e-8)
+            g = w * (d_f - d_t)
+        loss = 0.5 * (x0 - (x0 - g).detach()).square().mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(gen.parameters(), 10.0)
+        opt_g.step()
+        with torch.no_grad():
+            for pe, p in zip(gen_ema.parameters(), gen.parameters()):
+                pe.lerp_(p, 1 - 0.9999)
+
+    for label, fn in [("distill critic step", critic), ("distill generator step", generator)]:
+        fn()  # warm-up
+        times = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        print(json.dumps({"impl": "pytorch", "what": label, "batch": b, "seconds": times}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -618,8 +686,13 @@ def main():
     f.add_argument("--batch", type=int, default=4)
     f.add_argument("--reps", type=int, default=5)
     f.add_argument("--threads", type=int, default=2)
+    f = sub.add_parser("bench-distill")
+    f.add_argument("--batch", type=int, default=4)
+    f.add_argument("--reps", type=int, default=1)
+    f.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    {"count": cmd_count, "fixtures": cmd_fixtures, "forward": cmd_forward, "bench": cmd_bench}[args.cmd](args)
+    {"count": cmd_count, "fixtures": cmd_fixtures, "forward": cmd_forward, "bench": cmd_bench,
+     "bench-distill": cmd_bench_distill}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,43 @@ pub fn score_from_denoised<B: Backend>(
     (denoised - x) / s2
 }
 
+/// Classifier-free guidance of a class-conditional denoiser (Ho & Salimans 2022), from the
+/// conditional output `D(x; y)` and the unconditional one `D(x; ∅)` (the null label: EDM's
+/// zero label vector, what a denoiser gives for `labels = None`):
+///
+/// $$ D_w(x; \sigma, y) = D(x; \sigma, \varnothing) + w \,\big(D(x; \sigma, y) - D(x; \sigma, \varnothing)\big). $$
+///
+/// With Tweedie's $D = x + \sigma^2 s$ this is the guided score
+/// $s_w = s_\varnothing + w\,(s_y - s_\varnothing)$: $w = 1$ is the conditional model,
+/// $w = 0$ the unconditional one, $w > 1$ sharpens towards class $y$.
+///
+/// # Shapes
+/// - `conditional`, `unconditional`: `[batch, dim]`; returns `[batch, dim]`
+pub fn guidance_combine<B: Backend>(
+    conditional: Tensor<B, 2>,
+    unconditional: Tensor<B, 2>,
+    w: f64,
+) -> Tensor<B, 2> {
+    unconditional.clone() + (conditional - unconditional).mul_scalar(w)
+}
+
+/// [`guidance_combine`] of `denoiser`'s outputs with `labels` and with the null label:
+/// $D_w(x; \sigma, y)$.
+///
+/// # Shapes
+/// - `x`: `[batch, dim]`, `sigma`: `[batch]`, `labels`: `[batch]`; returns `[batch, dim]`
+pub fn guided_denoise<B: Backend, D: Denoiser<B> + ?Sized>(
+    denoiser: &D,
+    x: Tensor<B, 2>,
+    sigma: Tensor<B, 1>,
+    labels: Tensor<B, 1, Int>,
+    w: f64,
+) -> Tensor<B, 2> {
+    let conditional = denoiser.denoise(x.clone(), sigma.clone(), Some(labels));
+    let unconditional = denoiser.denoise(x, sigma, None);
+    guidance_combine(conditional, unconditional, w)
+}
+
 /// A denoiser that also exposes the feature maps a discriminator head reads (SPEC §2):
 /// the teacher's encoder taps (`teacher-features`) or the fake score's bottleneck
 /// (`fake-score-features`). An MLP gives one flat tap `[batch, hidden]`; a UNet gives one

@@ -46,7 +46,7 @@ pub mod targets;
 pub mod update;
 pub mod vardiu_bound;
 
-pub use denoiser::{Denoiser, EdmDenoiser, FeatureDenoiser};
-pub use exact::{AnalyticTeacher, ExactRatio};
+pub use denoiser::{Denoiser, EdmDenoiser, FeatureDenoiser, guidance_combine, guided_denoise};
+pub use exact::{AnalyticTeacher, ClassConditionalTeacher, ExactRatio};
 pub use losses::inject_gradient;
 pub use ratio::{DensityRatioEstimator, LearnedRatioEstimator};

@@ -748,10 +748,14 @@ impl<B: Backend> EdmPrecond<B> {
         }
     }
 
-    /// Loads every parameter from `sd` (keys `prefix + name`). Nothing is replaced unless all
-    /// names, shapes and buffers match; otherwise one [`WeightsError::Mismatch`] lists every
-    /// missing, unexpected and mis-shaped tensor.
-    pub fn load_state_dict(self, sd: &StateDict, prefix: &KeyPrefix) -> Result<Self, WeightsError> {
+    /// Checks `sd` against the network without loading anything (lazily initialised parameters
+    /// stay unallocated): the same checks as [`load_state_dict`](Self::load_state_dict).
+    /// Returns the resolved prefix.
+    pub fn check_state_dict(
+        &self,
+        sd: &StateDict,
+        prefix: &KeyPrefix,
+    ) -> Result<String, WeightsError> {
         let prefix = sd.resolve_prefix(prefix)?;
         let mut check = Importer::<B>::new(sd, prefix.clone(), false);
         let _ = self.model.clone().map_edm("", &mut check);
@@ -759,6 +763,14 @@ impl<B: Backend> EdmPrecond<B> {
         if !report.is_empty() {
             return Err(WeightsError::Mismatch(Box::new(report)));
         }
+        Ok(prefix)
+    }
+
+    /// Loads every parameter from `sd` (keys `prefix + name`). Nothing is replaced unless all
+    /// names, shapes and buffers match; otherwise one [`WeightsError::Mismatch`] lists every
+    /// missing, unexpected and mis-shaped tensor.
+    pub fn load_state_dict(self, sd: &StateDict, prefix: &KeyPrefix) -> Result<Self, WeightsError> {
+        let prefix = self.check_state_dict(sd, prefix)?;
         let mut apply = Importer::<B>::new(sd, prefix, true);
         let model = self.model.map_edm("", &mut apply);
         Ok(EdmPrecond {

@@ -15,8 +15,11 @@
 //! tensors (with both shapes) and every `resample_filter` buffer whose values differ from the
 //! configuration's filter are reported in one [`WeightsError::Mismatch`].
 //!
-//! Writing `.pt` needs Python's pickle; fdistill writes safetensors, which PyTorch reads with
-//! `safetensors.torch.load_file` (and `torch.save(load_file(path), "model.pt")` converts).
+//! [`StateDict::write_pytorch`] writes what `torch.save(state_dict, path)` writes (the zip
+//! format: `archive/data.pkl`, one `archive/data/N` file per tensor, `archive/version`), with
+//! a pickle of only the globals `torch.load(..., weights_only=True)` allows; burn-store reads
+//! but cannot write `.pt` files (its `PytorchStore` refuses to save), hence this small writer.
+//! [`StateDict::write_safetensors`] writes the same tensors for `safetensors.torch.load_file`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -241,6 +244,72 @@ impl StateDict {
         std::fs::write(path, encoded).map_err(io_err(path))
     }
 
+    /// Writes all tensors as a PyTorch state dict in `torch.save`'s zip format (f32, names
+    /// sorted), loadable with `torch.load(path, weights_only=True)` and
+    /// `module.load_state_dict(...)`. The pickle (protocol 2) is a `dict` of
+    /// `torch._utils._rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())`, each
+    /// storage a `torch.FloatStorage` in `archive/data/{i}` (64-byte aligned, as torch writes).
+    pub fn write_pytorch(&self, path: &Path) -> Result<(), WeightsError> {
+        use std::io::Write as _;
+        let corrupt = |reason: String| WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            format: "PyTorch",
+            reason,
+        };
+        let file = std::fs::File::create(path).map_err(io_err(path))?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .with_alignment(64)
+            .large_file(true);
+        let mut put = |name: &str, bytes: &[u8]| -> Result<(), WeightsError> {
+            zip.start_file(format!("archive/{name}"), options)
+                .map_err(|e| corrupt(format!("cannot write `{name}`: {e}")))?;
+            zip.write_all(bytes).map_err(io_err(path))
+        };
+        let mut pickle = Pickle::default();
+        pickle.0.extend_from_slice(&[0x80, 2, b'}', b'(']); // PROTO 2, EMPTY_DICT, MARK
+        for (i, (name, t)) in self.tensors.iter().enumerate() {
+            let numel = t.values.len();
+            if numel > i32::MAX as usize || t.shape.iter().any(|&d| d > i32::MAX as usize) {
+                return Err(corrupt(format!(
+                    "tensor '{name}' is too large for this writer"
+                )));
+            }
+            pickle.unicode(name);
+            pickle.global("torch._utils", "_rebuild_tensor_v2");
+            pickle.0.push(b'('); // MARK: the arguments
+            pickle.0.push(b'('); // MARK: the persistent id
+            pickle.unicode("storage");
+            pickle.global("torch", "FloatStorage");
+            pickle.unicode(&i.to_string());
+            pickle.unicode("cpu");
+            pickle.int(numel);
+            pickle.0.extend_from_slice(b"tQ"); // TUPLE, BINPERSID
+            pickle.int(0); // storage offset
+            pickle.ints(&t.shape);
+            let mut stride = vec![1usize; t.shape.len()];
+            for d in (0..t.shape.len().saturating_sub(1)).rev() {
+                stride[d] = stride[d + 1] * t.shape[d + 1];
+            }
+            pickle.ints(&stride);
+            pickle.0.push(0x89); // NEWFALSE: requires_grad
+            pickle.global("collections", "OrderedDict");
+            pickle.0.extend_from_slice(b")R"); // EMPTY_TUPLE, REDUCE: backward hooks
+            pickle.0.extend_from_slice(b"tR"); // TUPLE, REDUCE
+            let bytes: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            put(&format!("data/{i}"), &bytes)?;
+        }
+        pickle.0.extend_from_slice(b"u."); // SETITEMS, STOP
+        put("data.pkl", &pickle.0)?;
+        put("byteorder", b"little")?;
+        put("version", b"3\n")?;
+        zip.finish()
+            .map_err(|e| corrupt(format!("cannot finish the zip: {e}")))?
+            .flush()
+            .map_err(io_err(path))
+    }
+
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&StateTensor> {
         self.tensors.get(name)
@@ -297,6 +366,40 @@ impl StateDict {
         } else {
             format!("{}, …", keys.join(", "))
         }
+    }
+}
+
+/// The pickle opcodes [`StateDict::write_pytorch`] needs (protocol 2).
+#[derive(Default)]
+struct Pickle(Vec<u8>);
+
+impl Pickle {
+    /// BINUNICODE: a `str`.
+    fn unicode(&mut self, s: &str) {
+        self.0.push(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    /// GLOBAL `module.name`.
+    fn global(&mut self, module: &str, name: &str) {
+        self.0.push(b'c');
+        for part in [module, name] {
+            self.0.extend_from_slice(part.as_bytes());
+            self.0.push(b'\n');
+        }
+    }
+    /// BININT: a signed 32-bit `int` (callers keep values below 2³¹).
+    fn int(&mut self, v: usize) {
+        self.0.push(b'J');
+        self.0.extend_from_slice(&(v as i32).to_le_bytes());
+    }
+    /// A tuple of ints: MARK, the ints, TUPLE.
+    fn ints(&mut self, vs: &[usize]) {
+        self.0.push(b'(');
+        for &v in vs {
+            self.int(v);
+        }
+        self.0.push(b't');
     }
 }
 

@@ -13,7 +13,9 @@ use fdistill::core::EdmDenoiser;
 use fdistill::core::ratio::LearnedRatioEstimator;
 use fdistill::core::{Denoiser, FeatureDenoiser};
 use fdistill::data::TrainingData;
-use fdistill::nets::{ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet};
+use fdistill::nets::{
+    ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet, UNetConfig,
+};
 use fdistill::train::checkpoint::{RunDir, load_module};
 use fdistill::train::distill::config::{PRESETS, RatioSource};
 use fdistill::train::distill::driver::latest_checkpoint;
@@ -376,7 +378,7 @@ impl BackendTask for DistillTask {
                     Some(DiscriminatorNet::Conv(_)) => return Err(head_mismatch("MLP", "conv")),
                     None => None,
                 };
-                self.train(net, head, &device)
+                self.train(net.clone(), net, head, &device)
             }
             (TeacherNet::Unet(c), d) => {
                 let net: UNet<B> =
@@ -386,7 +388,18 @@ impl BackendTask for DistillTask {
                     Some(DiscriminatorNet::Mlp(_)) => return Err(head_mismatch("UNet", "MLP")),
                     None => None,
                 };
-                self.train(net, head, &device)
+                // The frozen teacher in evaluation mode (no block or label dropout, as EDM's
+                // `net.eval()`); the generator and fake score keep block dropout but never
+                // drop labels (a teacher trained for guidance has label_dropout > 0).
+                let teacher = net.clone().without_dropout();
+                let net = UNet {
+                    config: UNetConfig {
+                        label_dropout: 0.0,
+                        ..net.config.clone()
+                    },
+                    model: net.model,
+                };
+                self.train(teacher, net, head, &device)
             }
         }
     }
@@ -404,6 +417,7 @@ impl DistillTask {
     /// head type `C`, with a progress bar.
     fn train<B, N, C>(
         self,
+        teacher: N,
         net: N,
         head: Option<C>,
         device: &B::Device,
@@ -423,7 +437,7 @@ impl DistillTask {
         } = self;
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let dc = &config.distill;
-        let teacher = net.clone().no_grad();
+        let teacher = teacher.no_grad();
         let critic = match (head, dc.ratio) {
             (Some(h), RatioSource::Discriminator) => Critic::Learned(h),
             _ => Critic::<B, C>::Unit,

@@ -9,12 +9,14 @@ mod distill;
 mod distill_vardiu;
 mod divergences;
 mod eval;
+mod export;
 mod interrupt;
 mod progress;
 mod run_guard;
 mod sample;
 mod study;
 mod teacher;
+mod teacher_import;
 
 /// Distil diffusion models into one-step generators by f-divergence distribution matching.
 #[derive(Debug, Parser)]
@@ -51,6 +53,9 @@ pub enum Command {
     Study(study::StudyCommand),
     /// Train the image metric network (a classifier).
     Classifier(classifier::ClassifierArgs),
+    /// Write a student's EMA generator or a teacher with EDM's parameter names, for PyTorch
+    /// (EDMPrecond.load_state_dict).
+    Export(export::ExportArgs),
 }
 
 /// A command-line failure: bad input (exit code 2), a failure while running (exit code 1),
@@ -114,5 +119,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Eval(args) => eval::run(args),
         Command::Study(cmd) => study::run(cmd),
         Command::Classifier(args) => classifier::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

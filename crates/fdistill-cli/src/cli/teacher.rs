@@ -1,6 +1,7 @@
 //! `fdistill teacher train --data NAME|FILE|IMAGES --out DIR [--net mlp|unet[:PRESET]]
 //! [--steps N] [--config FILE] [--dry-run] [--overwrite]`, and
-//! `fdistill teacher train --out DIR --resume [--steps N]`.
+//! `fdistill teacher train --out DIR --resume [--steps N]`, and `fdistill teacher import`
+//! ([`super::teacher_import`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,6 +40,9 @@ pub enum TeacherAction {
     /// Train an EDM teacher: an MLP denoiser on a built-in target or a CSV/NPY file, or a UNet
     /// on images.
     Train(TrainArgs),
+    /// Import a pretrained EDM network (EDMPrecond's state dict as .safetensors or a PyTorch
+    /// .pt/.pth) as a teacher run that `sample`, `eval` and `distill` accept.
+    Import(super::teacher_import::ImportArgs),
 }
 
 /// Arguments of `fdistill teacher train`.
@@ -90,6 +94,9 @@ pub struct NetOverrides {
     pub embedding_size: Option<usize>,
     pub embedding_max_period: Option<f64>,
     pub sigma_data: Option<f64>,
+    /// UNet only: probability of training a row with the null label (classifier-free
+    /// guidance; needs labelled data).
+    pub label_dropout: Option<f64>,
 }
 
 /// The `--config` file.
@@ -213,6 +220,9 @@ pub struct TeacherRunConfig {
     pub data: DataInfo,
     pub net: TeacherNet,
     pub teacher: TeacherConfig,
+    /// Set by `teacher import`: where the weights came from (absent for trained teachers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<super::teacher_import::ImportInfo>,
 }
 
 /// Resolves and validates a new run's configuration; no tensor exists yet.
@@ -261,6 +271,13 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
                     format!("{s:.2e}").parse().expect("formatted float parses")
                 }
             };
+            if user.net.label_dropout.is_some() {
+                return Err(CliError::Usage(
+                    "net.label_dropout is a UNet setting (class-conditional images); drop it for \
+                     --net mlp"
+                        .into(),
+                ));
+            }
             let mut net = MlpDenoiserConfig::new(data.dim(), sigma_data);
             let o = &user.net;
             net.hidden = o.hidden.unwrap_or(net.hidden);
@@ -292,6 +309,9 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
             if let Some(s) = user.net.sigma_data {
                 net.sigma_data = s;
             }
+            if let Some(p) = user.net.label_dropout {
+                net.label_dropout = p;
+            }
             TeacherNet::Unet(net)
         }
         _ => {
@@ -311,6 +331,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
         },
         net,
         teacher,
+        imported: None,
     };
     Ok((config, data))
 }
@@ -319,6 +340,7 @@ pub fn resolve(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), Cli
 pub fn run(args: TeacherArgs) -> Result<(), CliError> {
     match args.action {
         TeacherAction::Train(a) => train(a),
+        TeacherAction::Import(a) => super::teacher_import::import(a),
     }
 }
 
@@ -330,6 +352,14 @@ const RESUME_HINT: &str =
 /// `--steps` applied, and its data (from the recorded source).
 fn resolve_resume(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), CliError> {
     let (run, mut config) = read_run_config(&args.out)?;
+    if let Some(info) = &config.imported {
+        return Err(CliError::Usage(format!(
+            "`{}` holds a teacher imported from `{}`, which has no training state to continue; \
+             use it as it is (sample, distill), or train a teacher of your own",
+            args.out.display(),
+            info.weights
+        )));
+    }
     if latest_checkpoint(&run).is_err() && run.checkpoint_file("state.json").is_file() {
         return Err(CliError::Usage(format!(
             "`{}` was trained by an earlier fdistill whose checkpoints hold no optimiser state, \
@@ -352,6 +382,14 @@ fn resolve_resume(args: &TrainArgs) -> Result<(TeacherRunConfig, TrainingData), 
 
 /// Loads the data a run recorded; an error names the `config.json` the source came from.
 pub fn load_recorded_data(source: &str, config_path: &Path) -> Result<TrainingData, CliError> {
+    if source == super::teacher_import::NO_DATA {
+        return Err(CliError::Usage(format!(
+            "the teacher was imported without --data (`data.source` is `{source}` in `{}`), and \
+             this needs the data's samples (distillation's real images); import it again with \
+             `--data SOURCE --overwrite`, or set `data.source` in that file",
+            config_path.display()
+        )));
+    }
     DataSource::parse(source).resolve().map_err(|e| {
         CliError::Usage(format!(
             "{e}\n(the data source `{source}` is recorded in `{}`; restore the data there, or \

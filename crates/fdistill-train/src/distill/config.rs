@@ -360,6 +360,16 @@ pub struct DistillConfig {
     /// (SPEC §4). Needs `noise.type = "power"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vardiu_weight: Option<VarDiuWeight>,
+    /// Classifier-free guidance scale `w` of the teacher (the "real score"): with `Some(w)`
+    /// the generator's direction uses
+    /// $D_w(x; σ, y) = D_T(x; σ, ∅) + w\,(D_T(x; σ, y) − D_T(x; σ, ∅))$
+    /// ([`fdistill_core::guidance_combine`]; ∅ is the null label, EDM's zero label vector),
+    /// as DMD2 and f-distill do for conditional teachers. Needs labelled data and a
+    /// class-conditional teacher trained with label dropout (`label_dropout` > 0) for `D(x; ∅)`
+    /// to be meaningful. `None` (or 1): the conditional teacher. The fake score and the
+    /// discriminator are not guided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_guidance: Option<f64>,
     /// σ_init: the generator is `x0 = D_G(σ_init z; σ_init)`.
     pub sigma_init: f64,
     /// AdamW learning rate of the generator.
@@ -432,6 +442,7 @@ impl DistillConfig {
             },
             dsm_weighting: DsmWeighting::Uniform,
             vardiu_weight: None,
+            teacher_guidance: None,
             sigma_init: 4.0,
             lr_generator: 1e-3,
             lr_fake_score: 2e-3,
@@ -639,6 +650,13 @@ impl DistillConfig {
                 "time_bins needs bins in [1, {MAX_TIME_BINS}] and beta in [0, 1), got bins = {}, \
                  beta = {}",
                 tb.bins, tb.beta
+            ));
+        }
+        if let Some(w) = self.teacher_guidance
+            && !(w.is_finite() && w >= 0.0)
+        {
+            return bad(format!(
+                "teacher_guidance must be a finite number ≥ 0 (1: no guidance), got {w}"
             ));
         }
         if !(self.sigma_init.is_finite() && self.sigma_init > 0.0) {

@@ -31,6 +31,7 @@ use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, wr
 use crate::teacher::{ema_decay, ema_update};
 use fdistill_core::EdmDenoiser;
 use fdistill_core::denoiser::{Denoiser, FeatureDenoiser};
+use fdistill_core::guidance_combine;
 use fdistill_core::losses::edm::edm_loss_weight_tensor;
 use fdistill_core::losses::{gan_generator_loss, inject_gradient, inner_product_surrogate};
 use fdistill_core::random::standard_normal;
@@ -349,6 +350,13 @@ where
             None => None,
         };
         let classes = data.n_classes();
+        if config.teacher_guidance.is_some() && classes.is_none() {
+            return Err(DistillError::Setup(
+                "teacher_guidance needs class labels (labelled data and a class-conditional \
+                 teacher); drop teacher_guidance for unlabelled data"
+                    .into(),
+            ));
+        }
         // Every trained network's parameters take gradients, whatever the caller built them
         // from (a module made with `from_inner` of EMA weights would otherwise not train).
         let generator = trainable::<B, N>(generator);
@@ -487,6 +495,16 @@ where
         let (d_t, teacher_feats) =
             self.teacher
                 .denoise_with_features(x_t.clone(), sig.clone(), labels.clone());
+        // Classifier-free guidance of the real score: D_w = D_T(∅) + w (D_T(y) − D_T(∅))
+        let d_t = match (cfg.teacher_guidance, &labels) {
+            (Some(w), Some(_)) => {
+                let d_null = self
+                    .teacher
+                    .denoise(x_t.clone().detach(), sig.clone(), None);
+                guidance_combine(d_t, d_null, w)
+            }
+            _ => d_t,
+        };
         let (d_f, fake_feats) = if gan_on && cfg.feature_source == FeatureSource::FakeScoreFeatures
         {
             self.fake_score
@@ -1083,6 +1101,115 @@ mod tests {
         // The weights are not all 1, so h(r) mattered in this test.
         assert!(h.iter().any(|w| (w - 1.0).abs() > 0.05), "{h:?}");
         assert!((h.iter().sum::<f64>() / b as f64 - 1.0).abs() < 1e-5);
+    }
+
+    /// Classifier-free guidance on the exact testbed: a class-conditional mixture teacher
+    /// (class 0 = component 0, class 1 = component 1 of `p`), `teacher_guidance = w`. The
+    /// generator's gradient is SPEC §4's with the guided real denoiser
+    /// `D_w = D(∅) + w (D(y) − D(∅))`, computed here from the closed forms (`p` for ∅, the
+    /// single component of the class for y); and unlabelled data is refused.
+    #[test]
+    fn guided_generator_gradient_uses_the_guided_real_denoiser() {
+        use fdistill_core::exact::ClassConditionalTeacher;
+        use fdistill_data::Dataset;
+        let device = Default::default();
+        let (s, c) = generator_scale();
+        let q_mean: Vec<f64> = M_G.iter().map(|m| (1.0 - c) * m).collect();
+        let q = GaussianMixture::isotropic(vec![1.0], vec![q_mean.clone()], vec![c * SIGMA_INIT])
+            .unwrap();
+        let w = 2.5;
+        let config = DistillConfig {
+            divergence: "test-jensen-shannon".into(),
+            batch_size: 4,
+            sigma_init: SIGMA_INIT,
+            teacher_guidance: Some(w),
+            ..DistillConfig::toy_exact()
+        };
+        let labelled = TrainingData::Samples(Dataset {
+            values: vec![0.0, 0.0, 1.0, 1.0],
+            dim: 2,
+            labels: Some(vec![0, 1]),
+        });
+        let build = |data: TrainingData| {
+            FDistill::<A, ClassConditionalTeacher, GaussDenoiser<A>, LinearHead<A>>::with_networks(
+                config.clone(),
+                ClassConditionalTeacher::new(p(), &[0, 1]).unwrap(),
+                GaussDenoiser::new(&M_G, s, &device),
+                GaussDenoiser::new(&q_mean, c * SIGMA_INIT, &device),
+                Critic::Fixed(Box::new(ExactRatio {
+                    p: p(),
+                    q: q.clone(),
+                })),
+                data,
+                &device,
+            )
+        };
+        let e = build(TrainingData::Mixture(p()))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("teacher_guidance needs class labels"), "{e}");
+        let mut method = build(labelled).unwrap();
+
+        let (b, d) = (4usize, 2usize);
+        let z: Vec<f64> = vec![0.3, -1.2, 1.5, 0.2, -0.7, 0.9, 0.0, -2.0];
+        let eps: Vec<f64> = vec![-0.5, 0.8, 0.1, -1.3, 0.9, 0.4, -1.0, 0.3];
+        let sigma = [0.3, 0.8, 1.5, 0.6];
+        let labels = [0i64, 1, 1, 0];
+        let y = Tensor::<A, 1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), &device);
+        let obj = method.generator_objective(
+            host_tensor::<A, 2>(z.clone(), [b, d], &device),
+            &sigma,
+            host_tensor::<A, 2>(eps.clone(), [b, d], &device),
+            Some(y),
+        );
+        let grads = obj.loss.backward();
+        let got: Vec<f64> = to_host(method.generator().m.val().grad(&grads).unwrap());
+
+        let component = |k: usize| {
+            GaussianMixture::isotropic(vec![1.0], vec![p().means()[k].clone()], vec![[0.4, 0.6][k]])
+                .unwrap()
+        };
+        let js = TestJs;
+        let mut rows = Vec::new();
+        let mut log_r = Vec::new();
+        let mut guidance_mattered = false;
+        for i in 0..b {
+            let x0: Vec<f64> = (0..d)
+                .map(|j| (1.0 - c) * M_G[j] + c * SIGMA_INIT * z[i * d + j])
+                .collect();
+            let xt: Vec<f64> = (0..d).map(|j| x0[j] + sigma[i] * eps[i * d + j]).collect();
+            let d_null = p().denoise(&xt, sigma[i]);
+            let d_y = component(labels[i] as usize).denoise(&xt, sigma[i]);
+            let dt: Vec<f64> = (0..d)
+                .map(|j| d_null[j] + w * (d_y[j] - d_null[j]))
+                .collect();
+            guidance_mattered |= (0..d).any(|j| (dt[j] - d_y[j]).abs() > 1e-2);
+            let df = q.denoise(&xt, sigma[i]);
+            let l = gmm::log_ratio(&p(), &q, &xt, sigma[i]).clamp(-LOGIT_CLAMP, LOGIT_CLAMP);
+            log_r.push(l.clamp(0.1f64.ln(), 20f64.ln()));
+            rows.push((x0, dt, df));
+        }
+        assert!(
+            guidance_mattered,
+            "D_w equals D_y on every row: a weak test"
+        );
+        let h = normalised_weights(&js, &log_r, WEIGHT_EPS);
+        let mut expect = [0.0; 2];
+        for (i, (x0, dt, df)) in rows.iter().enumerate() {
+            let wn = dmd_weight(x0, dt);
+            for j in 0..d {
+                expect[j] += (1.0 - c) * wn * h[i] * (df[j] - dt[j]) / (b * d) as f64;
+            }
+        }
+        for j in 0..d {
+            assert!(
+                (got[j] - expect[j]).abs() < 2e-3 * expect[j].abs().max(1e-3),
+                "∂L/∂m_{j}: {} vs {}",
+                got[j],
+                expect[j]
+            );
+        }
     }
 
     #[test]
