@@ -188,6 +188,7 @@ impl StateDict {
             format: "PyTorch",
             reason,
         };
+        let file_len = std::fs::metadata(path).map_err(io_err(path))?.len();
         let reader =
             burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
         let mut tensors = BTreeMap::new();
@@ -198,6 +199,19 @@ impl StateDict {
                     name,
                     dtype: format!("{:?}", snap.dtype),
                 });
+            }
+            // The pickle states shapes; the data must be in the file (stored uncompressed in
+            // both formats). Checked before materialising, so a forged shape is an error,
+            // not an allocation of what the header merely claims (found by fuzzing).
+            let dims: Vec<usize> = snap.shape.iter().map(|d| d.to_owned()).collect();
+            let claimed = dims
+                .iter()
+                .try_fold(snap.dtype.size(), |acc, &d| acc.checked_mul(d));
+            if claimed.is_none_or(|b| b as u64 > file_len) {
+                return Err(corrupt(format!(
+                    "tensor '{name}' of shape {dims:?} needs more bytes than the whole file \
+                     ({file_len} bytes)"
+                )));
             }
             let data = snap
                 .to_data()
