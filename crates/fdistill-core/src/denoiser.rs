@@ -51,10 +51,10 @@ pub fn score_from_denoised<B: Backend>(
 /// conditional output `D(x; y)` and the unconditional one `D(x; ∅)` (the null label: EDM's
 /// zero label vector, what a denoiser gives for `labels = None`):
 ///
-/// $$ D_w(x; \sigma, y) = D(x; \sigma, \varnothing) + w \,\big(D(x; \sigma, y) - D(x; \sigma, \varnothing)\big). $$
+/// $$ D_w(x; \sigma, y) = D(x; \sigma, \varnothing) + w \\,\big(D(x; \sigma, y) - D(x; \sigma, \varnothing)\big). $$
 ///
 /// With Tweedie's $D = x + \sigma^2 s$ this is the guided score
-/// $s_w = s_\varnothing + w\,(s_y - s_\varnothing)$: $w = 1$ is the conditional model,
+/// $s_w = s_\varnothing + w\\,(s_y - s_\varnothing)$: $w = 1$ is the conditional model,
 /// $w = 0$ the unconditional one, $w > 1$ sharpens towards class $y$.
 ///
 /// # Shapes

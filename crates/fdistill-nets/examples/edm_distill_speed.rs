@@ -15,12 +15,12 @@
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::backend::Backend;
 use burn::module::Module;
+use burn::tensor::backend::Backend;
 use fdistill_data::TrainingData;
 use fdistill_data::images::ImageSet;
 use fdistill_nets::{ConvDiscriminator, EdmPrecond, EdmPrecondConfig};
-use fdistill_train::distill::{Critic, DistillConfig, DistillMethod, FDistill, Trainable};
+use fdistill_train::distill::{Critic, DistillConfig, DistillMethod, FDistill};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 

@@ -340,7 +340,7 @@ impl<B: Backend> EdmNamed<B> for EdmConv2d<B> {
 ///
 /// `μ_g`, `σ_g²` the mean and (biased) variance over each group's channels and pixels.
 /// Every EDM block normalises through this type. It runs the fused op of
-/// [`crate::ops::group_norm`] (GroupNorm, the optional per-sample `· (1 + s) + t` and SiLU as one
+/// [`crate::ops::group_norm()`] (GroupNorm, the optional per-sample `· (1 + s) + t` and SiLU as one
 /// node with a hand-written backward on the CPU backend; burn's tensor ops elsewhere) on its
 /// own parameters, which keep EDM's names `weight`, `bias`.
 #[derive(Module, Debug)]

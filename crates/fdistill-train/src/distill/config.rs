@@ -362,7 +362,7 @@ pub struct DistillConfig {
     pub vardiu_weight: Option<VarDiuWeight>,
     /// Classifier-free guidance scale `w` of the teacher (the "real score"): with `Some(w)`
     /// the generator's direction uses
-    /// $D_w(x; σ, y) = D_T(x; σ, ∅) + w\,(D_T(x; σ, y) − D_T(x; σ, ∅))$
+    /// $D_w(x; σ, y) = D_T(x; σ, ∅) + w\\,(D_T(x; σ, y) − D_T(x; σ, ∅))$
     /// ([`fdistill_core::guidance_combine`]; ∅ is the null label, EDM's zero label vector),
     /// as DMD2 and f-distill do for conditional teachers. Needs labelled data and a
     /// class-conditional teacher trained with label dropout (`label_dropout` > 0) for `D(x; ∅)`
