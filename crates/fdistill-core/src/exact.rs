@@ -15,17 +15,11 @@ use crate::ratio::{DensityRatioEstimator, RatioInput};
 /// Rows of a `[batch, dim]` tensor and a `[batch]` σ on the host, as `f64`.
 fn to_host<B: Backend>(x: Tensor<B, 2>, sigma: Tensor<B, 1>) -> (Vec<f64>, Vec<f64>, usize) {
     let [_, dim] = x.dims();
-    let x = x
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .expect("f64 data");
-    let s = sigma
-        .into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .expect("f64 data");
-    (x, s, dim)
+    (
+        crate::host::read_values(x),
+        crate::host::read_values(sigma),
+        dim,
+    )
 }
 
 /// The Tweedie denoiser of a known mixture `p`:

@@ -36,6 +36,7 @@
 pub mod denoiser;
 pub mod exact;
 pub mod gmm;
+pub mod host;
 pub mod losses;
 pub mod random;
 pub mod ratio;

@@ -23,8 +23,8 @@
 //! std 0.5. With σ_max = 80 and w = (σ/σ_max)², over 98 % of the weight sits at σ > 20,
 //! where the mixture is one blob and the bound carries no information about its modes.
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
@@ -345,14 +345,13 @@ where
     let g = pull.clone().mul_scalar(-(dim as f64)); // [batch, dim_x]
     let teacher_term = inject_gradient(x_t, g); // [1]
 
-    let neg_log_q = posterior_term.clone().into_scalar().elem::<f64>();
-    let teacher_pull = pull
-        .powi_scalar(2)
-        .sum_dim(1)
-        .sqrt()
-        .mean()
-        .into_scalar()
-        .elem::<f64>();
+    // both reported values in one host read
+    let pull_norm = pull.powi_scalar(2).sum_dim(1).sqrt().mean(); // [1]
+    let values = crate::host::read_values(Tensor::cat(
+        vec![posterior_term.clone().detach(), pull_norm.detach()],
+        0,
+    ));
+    let (neg_log_q, teacher_pull) = (values[0], values[1]);
     VarDiuLoss {
         loss: posterior_term + teacher_term,
         neg_log_q,

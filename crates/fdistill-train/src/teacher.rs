@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -293,7 +293,7 @@ where
 
     // 2. EDM loss λ(σ) ‖D(y + σn; σ, label) − y‖², one AdamW step
     let loss = edm_loss(&model, y, sigma, noise, sigma_data, labels);
-    let value = loss.clone().into_scalar().elem::<f64>();
+    let value = fdistill_core::host::read_scalar(loss.clone());
     let beta = ema_decay(config.ema_beta, step);
     let metrics = TeacherMetrics {
         loss: value,

@@ -790,22 +790,29 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     }
 }
 
-/// The global gradient norm `‖g‖ = √(Σ_params Σ g²)` of a module's gradients.
-pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// `Σ_params Σ g²` of a module's gradients as a one-element tensor on the device (no host
+/// read; `None` when no parameter has a gradient). A step reads it together with its losses
+/// in one host sync ([`fdistill_core::host`]).
+pub fn grad_sq_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
-) -> f64 {
+) -> Option<Tensor<B::InnerBackend, 1>> {
     let mut v = SquaredNorm::<B> {
         grads,
         sums: Vec::new(),
     };
     module.visit(&mut v);
-    if v.sums.is_empty() {
-        return 0.0;
-    }
-    let total: f64 =
-        burn::tensor::ElementConversion::elem(Tensor::cat(v.sums, 0).sum().into_scalar());
-    total.sqrt()
+    (!v.sums.is_empty()).then(|| Tensor::cat(v.sums, 0).sum())
+}
+
+/// The global gradient norm `‖g‖ = √(Σ_params Σ g²)` of a module's gradients (one host read).
+pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> f64 {
+    grad_sq_norm::<B, M>(module, grads)
+        .map(|sq| fdistill_core::host::read_scalar(sq).sqrt())
+        .unwrap_or(0.0)
 }
 
 /// Rescales every gradient by `c = min(1, max_norm / ‖g‖)` (global-norm clipping, as
@@ -814,12 +821,24 @@ pub fn grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 /// is returned unchanged for the caller to report.
 pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
-    mut grads: GradientsParams,
+    grads: GradientsParams,
     max_norm: f64,
 ) -> (GradientsParams, f64) {
     let norm = grad_norm::<B, M>(module, &grads);
+    (clip_grads_to::<B, M>(module, grads, max_norm, norm), norm)
+}
+
+/// [`clip_grad_norm`] with the norm `‖g‖` already read (from [`grad_sq_norm`]): gradients
+/// scaled by `max_norm / (‖g‖ + 1e−6)` when `‖g‖ > max_norm`, unchanged otherwise (and when
+/// the norm is not finite).
+pub fn clip_grads_to<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    mut grads: GradientsParams,
+    max_norm: f64,
+    norm: f64,
+) -> GradientsParams {
     if !norm.is_finite() || norm <= max_norm {
-        return (grads, norm);
+        return grads;
     }
     let scale = max_norm / (norm + 1e-6);
     struct Scale<'a> {
@@ -837,7 +856,7 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         grads: &mut grads,
         scale,
     });
-    (grads, norm)
+    grads
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use super::config::{
     Surrogate,
 };
 use super::driver::{
-    AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grad_norm, grad_norm, load_trained,
+    AdamWOptimizer, DistillMethod, StepMetrics, adamw, clip_grads_to, grad_sq_norm, load_trained,
     save_trained, trainable,
 };
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
@@ -32,6 +32,7 @@ use crate::teacher::{ema_decay, ema_update};
 use fdistill_core::EdmDenoiser;
 use fdistill_core::denoiser::{Denoiser, FeatureDenoiser};
 use fdistill_core::guidance_combine;
+use fdistill_core::host;
 use fdistill_core::losses::edm::edm_loss_weight_tensor;
 use fdistill_core::losses::{gan_generator_loss, inject_gradient, inner_product_surrogate};
 use fdistill_core::random::standard_normal;
@@ -246,10 +247,7 @@ where
 }
 
 fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .to_vec::<f64>()
-        .expect("converted to f64")
+    host::read_values(t)
 }
 
 fn host_tensor<B: Backend, const D: usize>(
@@ -266,7 +264,24 @@ fn label_tensor<B: Backend>(labels: &[u32], device: &B::Device) -> Tensor<B, 1, 
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_scalar().elem::<f64>()
+    host::read_scalar(t)
+}
+
+/// One-element tensors of the inner backend, read in one host sync.
+fn read_all<B: Backend>(values: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    host::read_values(Tensor::cat(values, 0))
+}
+
+/// The generator objective with its parts still on the device (no host read after the log
+/// ratios): what [`FDistill::generator_objective`] reads and the generator step reads in one
+/// sync with the gradient norm.
+struct ObjectiveTensors<B: Backend> {
+    loss: Tensor<B, 1>,
+    surrogate: Tensor<B, 1>,
+    gan: Option<Tensor<B, 1>>,
+    log_ratio: Vec<f64>,
+    ratio_clipped: f64,
+    weights: Vec<f64>,
 }
 
 impl<B, T, N, C> FDistill<B, T, N, C>
@@ -483,6 +498,25 @@ where
         eps: Tensor<B, 2>,
         labels: Option<Tensor<B, 1, Int>>,
     ) -> GeneratorObjective<B> {
+        let o = self.objective(z, sigma, eps, labels);
+        GeneratorObjective {
+            loss: o.loss,
+            surrogate: scalar(o.surrogate),
+            gan: o.gan.map(scalar),
+            log_ratio: o.log_ratio,
+            ratio_clipped: o.ratio_clipped,
+            weights: o.weights,
+        }
+    }
+
+    /// [`generator_objective`](Self::generator_objective) with the losses left on the device.
+    fn objective(
+        &mut self,
+        z: Tensor<B, 2>,
+        sigma: &[f64],
+        eps: Tensor<B, 2>,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> ObjectiveTensors<B> {
         let [batch, _] = z.dims();
         let cfg = &self.config;
         let sig = host_tensor::<B, 1>(sigma.to_vec(), [batch], &self.device); // [batch]
@@ -582,18 +616,19 @@ where
             Surrogate::InjectGradient => inject_gradient(x0, g),
             Surrogate::InnerProduct => inner_product_surrogate(x0, g),
         };
-        let surrogate_value = scalar(surrogate.clone());
         let (loss, gan) = match logits {
             Some(l) => {
                 let gan = gan_generator_loss(l);
-                let value = scalar(gan.clone());
-                (surrogate + gan.mul_scalar(cfg.lambda_gan), Some(value))
+                (
+                    surrogate.clone() + gan.clone().mul_scalar(cfg.lambda_gan),
+                    Some(gan),
+                )
             }
-            None => (surrogate, None),
+            None => (surrogate.clone(), None),
         };
-        GeneratorObjective {
+        ObjectiveTensors {
             loss,
-            surrogate: surrogate_value,
+            surrogate,
             gan,
             log_ratio: clamped,
             ratio_clipped,
@@ -612,34 +647,45 @@ where
         let labels = self.draw_labels(b, rng);
         m.time.sample_s = t.elapsed().as_secs_f64();
 
-        // 3. generator update: h(r) times the score difference, plus the GAN term
+        // 3. generator update: h(r) times the score difference, plus the GAN term. The losses
+        // and the gradient norm stay on the device until one read after the backward pass
+        // (host syncs: the log ratios, then this read).
         let t = Instant::now();
-        let obj = self.generator_objective(z, &sigma, eps, labels);
+        let obj = self.objective(z, &sigma, eps, labels);
         let loss = if poison {
             obj.loss.mul_scalar(f64::NAN)
         } else {
             obj.loss
         };
-        let value = scalar(loss.clone());
-        m.loss_generator = Some(value);
-        m.loss_surrogate = Some(obj.surrogate);
-        m.loss_gan = obj.gan;
         m.log_ratio = Some(Summary::of(&obj.log_ratio));
         m.ratio_clipped = Some(obj.ratio_clipped);
         m.weight = Some(Summary::of(&obj.weights));
         m.time.forward_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.generator);
+        let sq = grad_sq_norm::<B, N>(&self.generator, &grads)
+            .unwrap_or_else(|| Tensor::zeros([1], &self.device));
+        let mut parts = vec![loss.inner(), obj.surrogate.inner(), sq];
+        parts.extend(obj.gan.map(|g| g.inner()));
+        let v = read_all(parts);
+        let (value, norm) = (v[0], v[2].sqrt());
+        m.loss_generator = Some(value);
+        m.loss_surrogate = Some(v[1]);
+        m.loss_gan = v.get(3).copied();
+        m.time.backward_s = t.elapsed().as_secs_f64();
         if !value.is_finite() {
             return m;
         }
-        let t = Instant::now();
-        let grads = GradientsParams::from_grads(loss.backward(), &self.generator);
-        let (grads, norm) =
-            clip_grad_norm::<B, N>(&self.generator, grads, self.config.grad_clip_generator);
         m.grad_norm_generator = Some(norm);
-        m.time.backward_s = t.elapsed().as_secs_f64();
         if !norm.is_finite() {
             return m;
         }
+        let grads = clip_grads_to::<B, N>(
+            &self.generator,
+            grads,
+            self.config.grad_clip_generator,
+            norm,
+        );
         let t = Instant::now();
         self.generator =
             self.opt_generator
@@ -693,7 +739,9 @@ where
                 (sq * w.unsqueeze_dim::<2>(1)).mean()
             }
         };
-        m.loss_dsm = Some(scalar(dsm.clone()));
+        // Losses and gradient norms stay on the device until one read after the backward
+        // pass (one host sync per critic step).
+        let mut parts = vec![dsm.clone().inner()];
 
         // 2. ratio-estimator update: softplus(C(fake)) + softplus(−C(real))
         let mut loss = dsm;
@@ -718,29 +766,37 @@ where
                 labels: labels_r,
             };
             let disc = head.loss(&real_in, &fake_in);
-            m.loss_discriminator = Some(scalar(disc.clone()));
+            parts.push(disc.clone().inner());
             loss = loss + disc;
         }
         if poison {
             loss = loss.mul_scalar(f64::NAN);
-            m.loss_dsm = Some(f64::NAN);
         }
         m.time.forward_s = t.elapsed().as_secs_f64();
-        if !scalar(loss.clone()).is_finite() {
-            return m;
-        }
 
         let t = Instant::now();
         let mut grads = loss.backward();
+        let zero = || Tensor::zeros([1], &self.device);
         let g_fake = GradientsParams::from_module(&mut grads, &self.fake_score);
-        let norm_fake = grad_norm::<B, N>(&self.fake_score, &g_fake);
-        m.grad_norm_fake_score = Some(norm_fake);
+        parts.push(grad_sq_norm::<B, N>(&self.fake_score, &g_fake).unwrap_or_else(zero));
         let g_head = self.head.as_ref().map(|h| {
             let g = GradientsParams::from_module(&mut grads, h);
-            m.grad_norm_discriminator = Some(grad_norm::<B, C>(h, &g));
+            parts.push(grad_sq_norm::<B, C>(h, &g).unwrap_or_else(zero));
             g
         });
+        // [dsm, disc?, ‖g_F‖², ‖g_D‖²?]
+        let v = read_all(parts);
+        let with_head = g_head.is_some();
+        let loss_value = if with_head { v[0] + v[1] } else { v[0] };
+        m.loss_dsm = Some(if poison { f64::NAN } else { v[0] });
+        m.loss_discriminator = with_head.then(|| v[1]);
         m.time.backward_s = t.elapsed().as_secs_f64();
+        if !(loss_value.is_finite() && !poison) {
+            return m;
+        }
+        let k = if with_head { 2 } else { 1 };
+        m.grad_norm_fake_score = Some(v[k].sqrt());
+        m.grad_norm_discriminator = with_head.then(|| v[k + 1].sqrt());
         if m.non_finite().is_some() {
             return m;
         }

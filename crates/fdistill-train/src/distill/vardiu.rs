@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::driver::{
-    AdamWOptimizer, DistillMethod, DriverConfig, StepMetrics, adamw, clip_grad_norm, load_trained,
-    save_trained, trainable,
+    AdamWOptimizer, DistillMethod, DriverConfig, StepMetrics, adamw, clip_grads_to, grad_sq_norm,
+    load_trained, save_trained, trainable,
 };
 use super::{DistillError, one_step_generate};
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
@@ -479,7 +479,24 @@ where
         } else {
             out.loss
         };
-        let value: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
+        time.forward_s = t.elapsed().as_secs_f64();
+
+        // 3. one backward; each network's gradient clipped to grad_clip (global norm). The
+        // loss and both squared norms come to the host in one read.
+        let t = Instant::now();
+        let mut grads = loss.backward();
+        let g_gen = GradientsParams::from_module(&mut grads, &self.generator);
+        let g_post = GradientsParams::from_module(&mut grads, &self.posterior);
+        let zero = || Tensor::zeros([1], &dev);
+        let v = fdistill_core::host::read_values(Tensor::cat(
+            vec![
+                loss.inner(),
+                grad_sq_norm::<B, N>(&self.generator, &g_gen).unwrap_or_else(zero),
+                grad_sq_norm::<B, P>(&self.posterior, &g_post).unwrap_or_else(zero),
+            ],
+            0,
+        ));
+        let (value, norm_gen, norm_post) = (v[0], v[1].sqrt(), v[2].sqrt());
         let mut m = VarDiuMetrics {
             neg_log_q: out.neg_log_q,
             teacher_pull: out.teacher_pull,
@@ -489,21 +506,15 @@ where
             grad_norm_posterior: None,
             time: VarDiuTimes::default(),
         };
-        time.forward_s = t.elapsed().as_secs_f64();
         if m.non_finite().is_some() {
+            time.backward_s = t.elapsed().as_secs_f64();
             m.time = time;
             return m;
         }
-
-        // 3. one backward; each network's gradient clipped to grad_clip (global norm)
-        let t = Instant::now();
-        let mut grads = loss.backward();
-        let g_gen = GradientsParams::from_module(&mut grads, &self.generator);
-        let g_post = GradientsParams::from_module(&mut grads, &self.posterior);
-        let (g_gen, norm_gen) = clip_grad_norm::<B, N>(&self.generator, g_gen, cfg.grad_clip);
-        let (g_post, norm_post) = clip_grad_norm::<B, P>(&self.posterior, g_post, cfg.grad_clip);
         m.grad_norm_generator = Some(norm_gen);
         m.grad_norm_posterior = Some(norm_post);
+        let g_gen = clip_grads_to::<B, N>(&self.generator, g_gen, cfg.grad_clip, norm_gen);
+        let g_post = clip_grads_to::<B, P>(&self.posterior, g_post, cfg.grad_clip, norm_post);
         time.backward_s = t.elapsed().as_secs_f64();
         if m.non_finite().is_some() {
             m.time = time;
