@@ -776,8 +776,8 @@ pub fn vardiu_steps<B: AutodiffBackend>(device: &B::Device, tol: Tolerances) {
 // ---------------------------------------------------------------------------------------
 // Checkpoints across backends.
 
-/// A whole teacher checkpoint (weights, EMA, AdamW moments, state) written on `B` loads on
-/// the reference and back, bit for bit: `B → flex → file` equals `B → file`, and
+/// A whole teacher checkpoint (weights, EMA, AdamW moments and step counts) written on `B`
+/// loads on the reference and back, bit for bit: `B → flex → file` equals `B → file`, and
 /// `flex → B → file` equals `flex → file`.
 pub fn checkpoints_cross_load<B: AutodiffBackend>(device: &B::Device, tol: Tolerances) {
     let (weights, on_b, on_ref, b_via_ref, ref_via_b) =
@@ -806,9 +806,6 @@ pub fn checkpoints_cross_load<B: AutodiffBackend>(device: &B::Device, tol: Toler
     };
     for (a, b) in [(&b_via_ref, &on_b), (&ref_via_b, &on_ref)] {
         assert_checkpoints_close(tol.backend, a.path(), b.path(), exact);
-        let (_, a_files) = crate::read_checkpoint(a.path());
-        let (_, b_files) = crate::read_checkpoint(b.path());
-        assert_eq!(a_files, b_files, "the state files are the same bytes");
     }
 }
 
