@@ -791,7 +791,7 @@ where
         m.loss_dsm = Some(if poison { f64::NAN } else { v[0] });
         m.loss_discriminator = with_head.then(|| v[1]);
         m.time.backward_s = t.elapsed().as_secs_f64();
-        if !(loss_value.is_finite() && !poison) {
+        if !loss_value.is_finite() || poison {
             return m;
         }
         let k = if with_head { 2 } else { 1 };
