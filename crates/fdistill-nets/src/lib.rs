@@ -37,6 +37,7 @@ pub(crate) mod grad_check;
 pub mod mlp;
 pub mod mlp_disc;
 pub mod ops;
+mod pickle_bounds;
 pub mod posterior;
 pub mod song_unet;
 pub mod state_dict;
