@@ -402,8 +402,8 @@ fn a_seeded_teacher_run_logs_every_step_and_its_loss_falls() {
     );
 }
 
-/// `eval` by value: exact ring8 samples cover all 8 modes with each mode's share ≈ its
-/// weight × P(‖z‖ ≤ 3) = π_k (1 − e^{−9/2}) and a small MMD²; every sample on mode 0's mean
+/// `eval` by value: 1000 exact ring8 samples cover all 8 modes with each mode's share ≈
+/// its weight × P(‖z‖ ≤ 3) = π_k (1 − e^{−9/2}) and a small MMD²; every sample on mode 0's mean
 /// covers mode 0 only, with share 1, the log-density of that point, and a far larger MMD².
 #[test]
 fn eval_reports_coverage_masses_and_distances_by_value() {
@@ -411,7 +411,7 @@ fn eval_reports_coverage_masses_and_distances_by_value() {
     let dir = tempfile::tempdir().unwrap();
     let g = fdistill::core::targets::ring8_unbalanced();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
-    let exact = g.sample(4000, &mut rng);
+    let exact = g.sample(1000, &mut rng);
     let write = |name: &str, values: &[f64]| {
         let path = dir.path().join(name);
         let text: String = values
@@ -444,17 +444,35 @@ fn eval_reports_coverage_masses_and_distances_by_value() {
         .enumerate()
     {
         let m = m.as_f64().unwrap();
+        // 1000 samples: the binomial std is ≤ 0.016, so 0.05 is over 3 std.
         assert!(
-            (m - w * within).abs() < 0.03,
+            (m - w * within).abs() < 0.05,
             "mode {k}: {m} vs {}",
             w * within
         );
     }
+    // In all, the share within 3 std of some mode: 1 − e^{−9/2} (binomial std 0.0033).
+    let total: f64 = v["per_mode_mass"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_f64().unwrap())
+        .sum();
+    assert!((total - within).abs() < 0.01, "{total} vs {within}");
+    for (e, w) in v["per_mode_expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(g.weights())
+    {
+        assert!((e.as_f64().unwrap() - w * within).abs() < 1e-12, "{v}");
+    }
     let mmd_exact = v["mmd2"].as_f64().unwrap();
-    assert!(mmd_exact.abs() < 2e-3, "{v}");
+    // Two 1000-point sets of one mixture: MMD² is the estimator's bias, ≈ 0.007 here.
+    assert!(mmd_exact.abs() < 0.02, "{v}");
 
     let mode0 = g.means()[0].clone();
-    let collapsed: Vec<f64> = (0..4000).flat_map(|_| mode0.clone()).collect();
+    let collapsed: Vec<f64> = (0..1000).flat_map(|_| mode0.clone()).collect();
     let c = eval(&write("collapsed.csv", &collapsed));
     assert_eq!(c["modes_covered"], 1, "{c}");
     let masses: Vec<f64> = c["per_mode_mass"]
