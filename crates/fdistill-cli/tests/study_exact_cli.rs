@@ -46,7 +46,7 @@ fn check_outputs(dir: &Path, divergences: &[&str], seeds: usize, n_modes: usize)
     );
     // Each mode's expected mass π_k P(‖z‖ ≤ 3 std), in closed form: 1 − e^{−9/2} in 2-D,
     // erf(3/√2) in 1-D.
-    let target = fdistill::core::targets::gmm_target(&rows[0][0].to_string()).unwrap();
+    let target = fdistill::core::targets::gmm_target(rows[0][0]).unwrap();
     let within = match target.dim() {
         1 => 0.997_300_203_936_739_8,
         2 => 1.0 - (-4.5f64).exp(),
