@@ -41,6 +41,8 @@ mod pickle_bounds;
 pub mod posterior;
 pub mod song_unet;
 pub mod state_dict;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub mod unet_plan;
 
 pub use classifier::{Classifier, ClassifierConfig};
