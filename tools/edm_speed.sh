@@ -14,7 +14,7 @@ PY=${PYTHON:-python3}
 BIN=${BIN:-target/release/examples/edm_speed}
 out=$(mktemp)
 for _ in $(seq "$ROUNDS"); do
-  "$BIN" "$BATCH" 1 >>"$out"
+  RAYON_NUM_THREADS="$THREADS" "$BIN" "$BATCH" 1 >>"$out"
   "$PY" tools/edm_twin.py bench --batch "$BATCH" --reps 1 --threads "$THREADS" >>"$out"
 done
 "$PY" - "$out" <<'PYEOF'

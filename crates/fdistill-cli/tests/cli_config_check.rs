@@ -2,7 +2,8 @@
 //! message that names the field, for a `--config` holding one bad value each, before any
 //! tensor exists (`--dry-run`, nothing written). Plus the `distill` CLI's own refusals:
 //! `--resume` with `--config`/`--divergence`, a missing `--teacher`, `ratio = "exact"` on a
-//! network student, an existing run without `--resume`.
+//! network student, an existing run without `--resume`, fewer `--steps` on resume, a
+//! config.json whose discriminator heads do not fit its network.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -230,4 +231,27 @@ fn every_config_rejection_exits_2_and_names_the_field() {
     // Fewer (or as many) --steps than the checkpoint on resume.
     let o = fdistill(&["distill", "--out", p(&out), "--resume", "--steps", "2"]);
     assert_usage_error(&o, &["at step 3", "larger --steps"]);
+
+    // A config.json that pairs the MLP with convolutional heads (edited by hand): refused
+    // with the fix before any step, the checkpoint untouched.
+    let config_path = out.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert!(config["discriminator"]["taps"].is_array(), "{config}");
+    config["discriminator"] = serde_json::json!({
+        "taps": [{"channels": 8, "resolution": 4}],
+        "width": 32
+    });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let driver = out.join("checkpoint/driver.json");
+    let before = std::fs::read(&driver).unwrap();
+    let o = fdistill(&["distill", "--out", p(&out), "--resume", "--steps", "6"]);
+    assert_usage_error(
+        &o,
+        &[
+            "pairs a MLP network with conv discriminator heads",
+            "remove the `discriminator` entry",
+        ],
+    );
+    assert_eq!(std::fs::read(&driver).unwrap(), before);
 }

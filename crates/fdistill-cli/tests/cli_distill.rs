@@ -138,6 +138,13 @@ fn distill_sample_and_resume_end_to_end() {
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 9, "{lines}");
+    // log_every = 1: one row per iteration, numbered on across the resume.
+    let rows: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=9).collect::<Vec<u64>>(), "{lines}");
     for f in [
         "generator_ema.safetensors",
         "optim_generator.safetensors",
@@ -179,6 +186,150 @@ fn distill_sample_and_resume_end_to_end() {
         .map(|r| (r[0] - parsed[0][0]).abs() + (r[1] - parsed[0][1]).abs())
         .fold(0.0, f64::max);
     assert!(spread > 0.1, "{rows}");
+
+    // --seed fixes the student's samples: the same seed gives the same bytes, another seed
+    // others (the default is 0).
+    let with_seed = |seed: &str| {
+        let path = dir.path().join(format!("seed{seed}.csv"));
+        let o = fdistill(&[
+            "sample",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--n",
+            "50",
+            "--seed",
+            seed,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(with_seed("0"), rows.as_bytes());
+    assert_ne!(with_seed("1"), rows.as_bytes());
+
+    // The driver's seed reaches the run: seed 6 instead of 5 gives other metrics from the
+    // first iteration on (the same seed giving the same bytes is cli_reliability's test).
+    let other = dir.path().join("other-seed");
+    let cfg6 = dir.path().join("seed6.toml");
+    std::fs::write(&cfg6, TINY_TOML.replace("seed = 5", "seed = 6")).unwrap();
+    let o = fdistill(&[
+        "distill",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--divergence",
+        "jensen-shannon",
+        "--out",
+        other.to_str().unwrap(),
+        "--config",
+        cfg6.to_str().unwrap(),
+        "--steps",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let seed6 = std::fs::read_to_string(other.join("metrics.jsonl")).unwrap();
+    for (a, b) in seed6.lines().zip(lines.lines()) {
+        assert_ne!(a, b, "seeds 5 and 6 gave the same iteration");
+    }
+}
+
+/// `fdistill demo` itself on a tiny setting (20 teacher steps, 4 student iterations at batch
+/// 32): three students in order, the teacher at 35 NFE and the students at 1, every metric in
+/// range, every model worse than the exact-vs-exact MMD² floor (none is trained), the
+/// figures and summary written; run again, it reuses every finished run and reports the
+/// same metrics.
+#[test]
+fn demo_runs_end_to_end_on_a_tiny_setting_and_reuses_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.json");
+    std::fs::write(
+        &cfg,
+        r#"{"batch_size": 32, "driver": {"checkpoint_every": 2, "log_every": 1}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("demo");
+    let demo = || {
+        let o = fdistill(&[
+            "demo",
+            "--out",
+            out.to_str().unwrap(),
+            "--teacher-steps",
+            "20",
+            "--steps",
+            "4",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        (o, summary)
+    };
+    let (o, s) = demo();
+    let md = String::from_utf8_lossy(&o.stdout);
+    let floor = s["mmd2_floor"].as_f64().unwrap();
+    // Two 2000-point exact sets: MMD² is estimator noise, small and nearly zero.
+    assert!(floor.abs() < 5e-3, "{s}");
+    assert_eq!(s["teacher"]["nfe"], 35);
+    let students = s["students"].as_array().unwrap();
+    let names: Vec<&str> = students
+        .iter()
+        .map(|m| m["divergence"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["reverse-kl", "jensen-shannon", "forward-kl"]);
+    for m in students.iter().chain([&s["teacher"]]) {
+        let modes = m["modes_covered"].as_u64().unwrap();
+        assert!(modes <= 8, "{m}");
+        let mmd = m["mmd2"].as_f64().unwrap();
+        assert!(mmd > floor, "an untrained model beat the exact floor: {m}");
+        assert!(m["mean_log_density"].as_f64().unwrap().is_finite(), "{m}");
+        assert!(m["samples_per_sec"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    for m in students {
+        assert_eq!(m["nfe"], 1, "{m}");
+        assert!(m["train_s"].as_f64().unwrap() > 0.0, "{m}");
+        let run = out.join("students").join(m["divergence"].as_str().unwrap());
+        let rows = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        assert_eq!(rows.lines().count(), 4, "--steps reaches every student");
+    }
+    let teacher_rows = std::fs::read_to_string(out.join("teacher/metrics.jsonl")).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(teacher_rows.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"], 20, "--teacher-steps reaches the teacher");
+    assert!(md.contains("| teacher (Heun) | 35 |"), "{md}");
+    assert!(md.contains("| student, forward-kl | 1 |"), "{md}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.md"))
+            .unwrap()
+            .trim_end(),
+        md.trim_end()
+    );
+    for f in [
+        "scatter_teacher.png",
+        "scatter_student_reverse-kl.png",
+        "scatter_student_jensen-shannon.png",
+        "scatter_student_forward-kl.png",
+        "loss_discriminator.png",
+        "loss_dsm.png",
+        "loss_gan.png",
+    ] {
+        let png = image::open(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(png.width() > 100, "{f}");
+    }
+
+    // Again: every run is finished, so nothing trains and the metrics repeat.
+    let (o, again) = demo();
+    let e = stderr(&o);
+    assert!(e.contains("reusing the teacher"), "{e}");
+    assert_eq!(e.matches("reusing the student").count(), 3, "{e}");
+    for key in ["mmd2", "modes_covered", "mean_log_density"] {
+        assert_eq!(again["teacher"][key], s["teacher"][key], "{key}");
+        for i in 0..3 {
+            assert_eq!(again["students"][i][key], s["students"][i][key], "{key}");
+        }
+    }
+    assert!(again["students"][0].get("train_s").is_none(), "{again}");
 }
 
 #[test]

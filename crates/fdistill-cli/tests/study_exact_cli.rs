@@ -31,12 +31,57 @@ fn check_outputs(dir: &Path, divergences: &[&str], seeds: usize, n_modes: usize)
     assert_eq!(header.len(), 8 + n_modes);
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), divergences.len() * seeds);
+    assert_eq!(
+        &header[..8],
+        [
+            "target",
+            "divergence",
+            "seed",
+            "modes_covered",
+            "n_modes",
+            "kl_pq",
+            "kl_qp",
+            "nonfinite_steps"
+        ]
+    );
+    // Each mode's expected mass π_k P(‖z‖ ≤ 3 std), in closed form: 1 − e^{−9/2} in 2-D,
+    // erf(3/√2) in 1-D.
+    let target = fdistill::core::targets::gmm_target(rows[0][0]).unwrap();
+    let within = match target.dim() {
+        1 => 0.997_300_203_936_739_8,
+        2 => 1.0 - (-4.5f64).exp(),
+        d => panic!("dimension {d}"),
+    };
     for row in &rows {
         assert_eq!(row.len(), header.len());
         for v in &row[3..] {
             let x: f64 = v.parse().unwrap();
             assert!(x.is_finite(), "{row:?}");
         }
+        let num = |i: usize| row[i].parse::<f64>().unwrap();
+        assert_eq!(row[4].parse::<usize>().unwrap(), n_modes);
+        let covered: usize = row[3].parse().unwrap();
+        let masses: Vec<f64> = (8..8 + n_modes).map(num).collect();
+        assert!(masses.iter().all(|m| (0.0..=1.0).contains(m)), "{row:?}");
+        assert!(masses.iter().sum::<f64>() <= 1.0 + 1e-4, "{row:?}");
+        // Covered = holding ≥ half the expected mass; masses within 0.01 of the threshold
+        // (Monte Carlo noise of the study's own estimate) may count either way.
+        let (mut sure, mut either) = (0, 0);
+        for (m, w) in masses.iter().zip(target.weights()) {
+            let half = 0.5 * w * within;
+            if *m > half + 0.01 {
+                sure += 1;
+            } else if *m >= half - 0.01 {
+                either += 1;
+            }
+        }
+        assert!(
+            (sure..=sure + either).contains(&covered),
+            "{covered} covered, masses {masses:?}: {row:?}"
+        );
+        // Monte Carlo KLs of distinct mixtures: non-negative up to estimator noise.
+        assert!(num(5) > -0.05 && num(6) > -0.05, "{row:?}");
+        assert_eq!(row[7], "0", "no non-finite step on these targets: {row:?}");
     }
     for d in divergences {
         assert_eq!(rows.iter().filter(|r| r[1] == *d).count(), seeds, "{d}");

@@ -103,5 +103,48 @@ fn tiny_mog40_study_writes_table_and_figures() {
         "{md}"
     );
     assert!(md.contains("exact samples (floor)"));
+
+    // Values: modes in [0, 40]; every generator (4 updates: untrained) is worse than the
+    // exact samples (floor) on all three metrics and worse in MMD² than the 20-step teacher
+    // sampled with Heun (runs: floor 0.025, teacher 0.03, generators ≥ 0.08).
+    let num = |row: &[&str], i: usize| row[i].trim().parse::<f64>().unwrap();
+    assert_eq!(
+        &header[4..7],
+        ["mean_log_density", "mmd2_bandwidth_mean", "modes_covered"]
+    );
+    for row in &rows {
+        assert!((0.0..=40.0).contains(&num(row, 6)), "{row:?}");
+        assert!(num(row, 5) >= 0.0, "{row:?}");
+        assert_eq!(row[9], "4", "updates: {row:?}");
+    }
+    let md_row = |name: &str| -> Vec<String> {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| *{name}")))
+            .unwrap_or_else(|| panic!("no `{name}` row in {md}"));
+        line.split('|').map(|c| c.trim().to_string()).collect()
+    };
+    // Cells: "", name, —, —, —, mean log-density, MMD², modes, ...
+    let floor = md_row("exact samples (floor)");
+    let teacher = md_row("learned teacher");
+    let cell = |r: &[String], i: usize| r[i].parse::<f64>().unwrap();
+    let (floor_ld, floor_mmd, floor_modes) = (cell(&floor, 5), cell(&floor, 6), cell(&floor, 7));
+    assert!((0.0..=40.0).contains(&floor_modes), "{floor:?}");
+    assert!(floor_mmd >= 0.0 && cell(&teacher, 6) >= 0.0);
+    for row in &rows {
+        assert!(
+            num(row, 4) < floor_ld,
+            "log-density above the exact samples': {row:?}"
+        );
+        assert!(num(row, 5) > floor_mmd, "MMD² below the floor: {row:?}");
+        assert!(
+            num(row, 6) <= floor_modes,
+            "more modes than exact samples: {row:?}"
+        );
+        assert!(
+            num(row, 5) > cell(&teacher, 6),
+            "an untrained generator beat the teacher: {row:?} vs {teacher:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -308,6 +308,7 @@ mod tests {
 
     #[test]
     fn halvings_and_head_shapes() {
+        let _rng = crate::test_rng::seeded(100);
         assert_eq!([4, 8, 16, 32, 64].map(head_halvings), [0, 0, 1, 2, 3]);
         let device = Default::default();
         let taps = UNetConfig::fashion_mnist_small().tap_shapes(); // 32, 16, 8
@@ -379,6 +380,7 @@ mod tests {
 
     #[test]
     fn loss_gradient_reaches_the_heads_only() {
+        let _rng = crate::test_rng::seeded(101);
         // Teacher-features setup: taps from a frozen UNet, heads trained by the loss. Every
         // head parameter gets a gradient; no UNet parameter does (its weights are not
         // tracked), while the gradient still flows back to the noisy input.

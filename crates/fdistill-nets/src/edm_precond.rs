@@ -881,6 +881,7 @@ mod tests {
 
     #[test]
     fn shapes_taps_and_near_identity_at_init() {
+        let _rng = crate::test_rng::seeded(100);
         let device = Default::default();
         for cfg in [EdmPrecondConfig::tiny(), adm_tiny()] {
             cfg.check().unwrap();
@@ -929,6 +930,7 @@ mod tests {
 
     #[test]
     fn gradients_reach_every_parameter() {
+        let _rng = crate::test_rng::seeded(101);
         // NCSN++'s Fourier frequencies are a buffer (no gradient); every other parameter —
         // label map, attention, skips, resampling blocks — gets one after an AdamW step.
         let device = Default::default();
@@ -962,6 +964,7 @@ mod tests {
 
     #[test]
     fn fourier_frequencies_are_saved_but_not_trained() {
+        let _rng = crate::test_rng::seeded(102);
         let device = Default::default();
         let cfg = EdmPrecondConfig {
             arch: EdmArch::SongUnet(SongUNetConfig {
@@ -993,6 +996,7 @@ mod tests {
 
     #[test]
     fn without_dropout_makes_training_forwards_deterministic() {
+        let _rng = crate::test_rng::seeded(103);
         let device = Default::default();
         for arch in [EdmPrecondConfig::tiny().arch, adm_tiny().arch] {
             let mut arch = arch;
@@ -1031,6 +1035,7 @@ mod tests {
 
     #[test]
     fn label_dropout_zeroes_labels_only_while_training() {
+        let _rng = crate::test_rng::seeded(104);
         let device = Default::default();
         let cfg = EdmPrecondConfig {
             label_dropout: 0.5,
@@ -1055,6 +1060,7 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip_and_shape_mismatch_names_the_tensor() {
+        let _rng = crate::test_rng::seeded(105);
         let device = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("unet.safetensors");
@@ -1085,6 +1091,7 @@ mod tests {
 
     #[test]
     fn bad_configs_are_rejected() {
+        let _rng = crate::test_rng::seeded(106);
         let song = |f: &dyn Fn(&mut SongUNetConfig)| {
             let mut c = EdmPrecondConfig::fashion_mnist_small();
             if let EdmArch::SongUnet(s) = &mut c.arch {
@@ -1137,6 +1144,7 @@ mod tests {
 
     #[test]
     fn edm_kwargs_round_trip_and_defaults() {
+        let _rng = crate::test_rng::seeded(107);
         for name in EdmPrecondConfig::PRESETS {
             let cfg = EdmPrecondConfig::preset(name).unwrap();
             let back = EdmPrecondConfig::from_edm_kwargs(&cfg.to_edm_kwargs()).unwrap();

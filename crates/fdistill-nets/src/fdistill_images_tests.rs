@@ -7,7 +7,6 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
-use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use fdistill_data::TrainingData;
 use fdistill_data::images::ImageSet;
@@ -28,9 +27,6 @@ use crate::{ConvDiscriminator, ConvDiscriminatorConfig, UNet, UNetConfig};
 
 type A = Autodiff<Flex>;
 type Method = FDistill<A, UNet<A>, UNet<A>, ConvDiscriminator<A>>;
-
-/// Serialises network initialisation: the backend's RNG is global.
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// 8×8 grey images of 3 classes: class k is bright in rows 2k..2k+2, plus seeded noise.
 fn images(n: usize) -> TrainingData {
@@ -60,9 +56,9 @@ fn images(n: usize) -> TrainingData {
 
 /// A few teacher steps, so that the zero-initialised output convolution is no longer zero
 /// and gradients reach every layer.
+/// The caller holds `crate::test_rng::seeded`'s lock.
 fn teacher() -> UNet<A> {
     let device = Default::default();
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     let net = UNetConfig::tiny().init::<A>(&device);
     let config = TeacherConfig {
         steps: 4,
@@ -92,11 +88,8 @@ fn config(feature_source: FeatureSource, steps: usize) -> DistillConfig {
 
 fn method(net: &UNet<A>, feature_source: FeatureSource, steps: usize) -> Method {
     let device = Default::default();
-    let head = {
-        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        A::seed(&device, 9);
-        ConvDiscriminatorConfig::new(UNetConfig::tiny().tap_shapes(), 8).init::<A>(&device)
-    };
+    // The caller holds `crate::test_rng::seeded`'s lock: the head's init is seeded.
+    let head = ConvDiscriminatorConfig::new(UNetConfig::tiny().tap_shapes(), 8).init::<A>(&device);
     FDistill::new(
         config(feature_source, steps),
         net.clone().no_grad(),
@@ -120,6 +113,7 @@ fn host(values: Vec<f32>, shape: [usize; 2]) -> Tensor<A, 2> {
 /// parameter, and different labels give a different objective (the labels reach the networks).
 #[test]
 fn the_generator_objective_is_class_conditional_and_reaches_the_generator() {
+    let _rng = crate::test_rng::seeded(9);
     let net = teacher();
     let mut m = method(&net, FeatureSource::TeacherFeatures, 4);
     assert_eq!(m.classes(), Some(3));
@@ -175,6 +169,7 @@ fn run(m: &mut Method, dir: &Path, resume: bool) {
 /// loss), and a checkpoint reloads into a fresh method: same one-step samples per label.
 #[test]
 fn image_distillation_runs_and_its_checkpoint_round_trips() {
+    let _rng = crate::test_rng::seeded(10);
     let device = Default::default();
     let net = teacher();
     for source in [

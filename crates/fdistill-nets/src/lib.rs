@@ -37,9 +37,12 @@ pub(crate) mod grad_check;
 pub mod mlp;
 pub mod mlp_disc;
 pub mod ops;
+mod pickle_bounds;
 pub mod posterior;
 pub mod song_unet;
 pub mod state_dict;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub mod unet_plan;
 
 pub use classifier::{Classifier, ClassifierConfig};

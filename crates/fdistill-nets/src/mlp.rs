@@ -259,6 +259,7 @@ mod tests {
 
     #[test]
     fn shapes_and_zero_init_output() {
+        let _rng = crate::test_rng::seeded(100);
         let device = Default::default();
         let mut cfg = MlpDenoiserConfig::new(3, 0.5);
         cfg.hidden = 16;
@@ -284,6 +285,7 @@ mod tests {
 
     #[test]
     fn a_short_teacher_run_lower_the_loss_and_the_ema_tracks() {
+        let _rng = crate::test_rng::seeded(101);
         use burn::backend::Autodiff;
         use fdistill_data::TrainingData;
         use fdistill_train::teacher::{TeacherConfig, train_teacher};

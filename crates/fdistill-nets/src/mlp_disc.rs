@@ -230,6 +230,7 @@ mod tests {
 
     #[test]
     fn logits_average_the_heads_and_the_loss_is_the_logistic_formula() {
+        let _rng = crate::test_rng::seeded(100);
         let device = Default::default();
         let mut cfg = MlpDiscriminatorConfig::new(vec![3, 5]);
         cfg.hidden = 8;
@@ -255,6 +256,7 @@ mod tests {
 
     #[test]
     fn mismatched_taps_are_errors_not_panics() {
+        let _rng = crate::test_rng::seeded(101);
         let device = Default::default();
         let disc = MlpDiscriminatorConfig::new(vec![3]).init::<A>(&device);
         let sigma = Tensor::<A, 1>::ones([2], &device);
@@ -274,6 +276,7 @@ mod tests {
     /// approaches the true log ratio ℓ*(x) = log N(x; 1, 1)/N(x; −1, 1) = 2x.
     #[test]
     fn training_recovers_the_log_ratio_of_two_gaussians() {
+        let _rng = crate::test_rng::seeded(102);
         // Real N(1, 1), fake N(−1, 1): the optimal logit is ℓ*(x) = log p/q = 2x. Data come
         // from a seeded host RNG so the test does not depend on the order tests draw from
         // the backend's global RNG.

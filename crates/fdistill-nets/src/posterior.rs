@@ -241,6 +241,7 @@ mod tests {
 
     #[test]
     fn shapes_and_initial_posterior_is_n_0_sigma2() {
+        let _rng = crate::test_rng::seeded(100);
         let device = Default::default();
         let cfg = small();
         cfg.check().unwrap();

@@ -189,6 +189,9 @@ impl StateDict {
             reason,
         };
         let file_len = std::fs::metadata(path).map_err(io_err(path))?.len();
+        // burn-store allocates the lengths the pickle states before reading them: walk the
+        // stream first so a forged length is an error, not a multi-gigabyte allocation.
+        crate::pickle_bounds::check_pytorch_file(path).map_err(corrupt)?;
         let reader =
             burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
         let mut tensors = BTreeMap::new();

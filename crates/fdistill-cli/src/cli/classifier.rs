@@ -73,7 +73,7 @@ pub struct TrainArgs {
     /// Use only the first N training images.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Shuffling seed.
+    /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
@@ -224,6 +224,9 @@ impl BackendTask for TrainTask {
             run,
         } = self;
         let start = Instant::now();
+        // The initial weights come from the backend's RNG: seed it, so that --seed fixes the
+        // whole run (shuffling and initialisation) as it does for `teacher train`.
+        B::seed(&device, config.train.seed);
         let model = config.net.init::<B>(&device);
         let model = train_classifier(model, &data, &config.train, &device, |m| {
             if m.step % 20 == 0 {

@@ -593,3 +593,66 @@ pub fn read_run_config(dir: &Path) -> Result<(RunDir, TeacherRunConfig), CliErro
     }
     Ok((run, config))
 }
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::TeacherNet;
+    use burn::backend::Flex;
+    use fdistill::nets::MlpDenoiserConfig;
+
+    fn conditional(classes: Option<usize>) -> TeacherNet {
+        let mut c = MlpDenoiserConfig::new(3, 0.5);
+        c.n_classes = classes;
+        TeacherNet::Mlp(c)
+    }
+
+    fn host(t: burn::tensor::Tensor<Flex, 2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    /// `sample` (teachers and students) feeds class-balanced labels: with `n` samples and `k`
+    /// classes every class gets ⌊n/k⌋ or ⌈n/k⌉ of them, for every `n` (not only multiples
+    /// of `k`), and the latents are `[n, dim]`, fixed by the seed.
+    #[test]
+    fn sampling_labels_are_class_balanced_and_latents_follow_the_seed() {
+        let device = Default::default();
+        for k in [2usize, 3, 7, 10] {
+            let net = conditional(Some(k));
+            for n in [1usize, 5, 10, 19, 20, 21, 99, 100, 101] {
+                let (z, labels) = net.sampling_inputs::<Flex>(n, 0, &device);
+                assert_eq!(z.dims(), [n, 3]);
+                let labels: Vec<i64> = labels
+                    .expect("a conditional net gets labels")
+                    .into_data()
+                    .convert::<i64>()
+                    .to_vec()
+                    .unwrap();
+                assert_eq!(labels.len(), n);
+                let mut counts = vec![0usize; k];
+                for &l in &labels {
+                    assert!((0..k as i64).contains(&l), "label {l} of {k} classes");
+                    counts[l as usize] += 1;
+                }
+                for (class, &c) in counts.iter().enumerate() {
+                    assert!(
+                        c == n / k || c == n.div_ceil(k),
+                        "n = {n}, k = {k}: class {class} has {c} samples ({counts:?})"
+                    );
+                }
+            }
+        }
+        let (_, none) = conditional(None).sampling_inputs::<Flex>(4, 0, &device);
+        assert!(none.is_none(), "an unconditional net gets no labels");
+        // The latents: the same seed gives the same values, another seed others, and they
+        // look standard normal (mean ≈ 0, variance ≈ 1 over 3000 values).
+        let net = conditional(Some(10));
+        let a = host(net.sampling_inputs::<Flex>(1000, 3, &device).0);
+        let b = host(net.sampling_inputs::<Flex>(1000, 3, &device).0);
+        let c = host(net.sampling_inputs::<Flex>(1000, 4, &device).0);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        assert!(mean.abs() < 0.1 && (var - 1.0).abs() < 0.1, "{mean}, {var}");
+    }
+}
