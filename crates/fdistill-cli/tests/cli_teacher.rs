@@ -27,9 +27,15 @@ const TINY: &str = r#"{"teacher": {"batch_size": 64, "checkpoint_every": 10, "lo
                       "net": {"hidden": 16, "depth": 2, "embedding_size": 8}}"#;
 
 fn train_tiny(dir: &Path) -> std::path::PathBuf {
-    let cfg = dir.join("tiny.json");
-    std::fs::write(&cfg, TINY).unwrap();
+    train_ring8(dir, TINY, 20)
+}
+
+/// `teacher train` on ring8-unbalanced with `config` (JSON) for `steps` steps, into `dir/run`.
+fn train_ring8(dir: &Path, config: &str, steps: u32) -> std::path::PathBuf {
+    let cfg = dir.join("teacher.json");
+    std::fs::write(&cfg, config).unwrap();
     let run = dir.join("run");
+    let steps = steps.to_string();
     let o = fdistill(&[
         "teacher",
         "train",
@@ -38,7 +44,7 @@ fn train_tiny(dir: &Path) -> std::path::PathBuf {
         "--out",
         run.to_str().unwrap(),
         "--steps",
-        "20",
+        &steps,
         "--config",
         cfg.to_str().unwrap(),
     ]);
@@ -360,28 +366,13 @@ fn bad_input_exits_2_before_training() {
 #[test]
 fn a_seeded_teacher_run_logs_every_step_and_its_loss_falls() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("t.json");
-    std::fs::write(
-        &cfg,
+    let run = train_ring8(
+        dir.path(),
         r#"{"teacher": {"batch_size": 256, "checkpoint_every": 100, "log_every": 1, "lr": 1e-2,
                         "seed": 2},
             "net": {"hidden": 32, "depth": 2, "embedding_size": 8}}"#,
-    )
-    .unwrap();
-    let run = dir.path().join("run");
-    let o = fdistill(&[
-        "teacher",
-        "train",
-        "--data",
-        "ring8-unbalanced",
-        "--out",
-        run.to_str().unwrap(),
-        "--steps",
-        "300",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        300,
+    );
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
