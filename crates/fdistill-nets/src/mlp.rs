@@ -13,7 +13,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::silu;
+use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use fdistill_core::EdmDenoiser;

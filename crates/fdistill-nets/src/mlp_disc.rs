@@ -17,7 +17,7 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
+use crate::ops::silu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use fdistill_core::losses::discriminator_loss;
 use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstimator, RatioInput};

@@ -15,7 +15,7 @@
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
+use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use fdistill_core::vardiu_bound::LatentPosterior;
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,7 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
+use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 

@@ -285,7 +285,7 @@ mod flex {
     type Grads5 = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
     fn silu(z: f32) -> f32 {
-        z / (1.0 + (-z).exp())
+        z * super::super::fast_exp::sigmoid(z)
     }
 
     /// Forward: `(y, mean, rstd)`, the statistics `[b·G]`.
@@ -376,8 +376,10 @@ mod flex {
                             let xhat = (xv - mu) * r;
                             let delta = if act {
                                 let z = xhat * a + shift;
-                                let sg = 1.0 / (1.0 + (-z).exp());
-                                gv * sg * (1.0 + z * (1.0 - sg))
+                                // silu'(z) = σ(1 + z(1 − σ)), 1 − σ(z) = e^{-z} σ(z)
+                                let e = super::super::fast_exp::exp(-z);
+                                let sg = 1.0 / (1.0 + e);
+                                gv * sg * (1.0 + z * (e * sg))
                             } else {
                                 gv
                             };

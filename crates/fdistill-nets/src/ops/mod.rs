@@ -1,12 +1,15 @@
-//! Fast building blocks for the image networks, usable by any UNet family (DDPM++/SongUNet,
-//! ADM): each is a standalone module or function with a plain tensor-op reference it is
+//! Fast building blocks for the networks, usable by any UNet family (DDPM++/SongUNet, ADM)
+//! and the MLPs: each is a standalone module or function with a plain tensor-op reference it is
 //! tested against (values and gradients). See `docs/performance.md`.
 
 pub mod conv;
+pub mod fast_exp;
 pub mod group_norm;
+pub mod silu;
 
 pub use conv::{conv2d, conv2d_with};
 pub use group_norm::{GroupNorm, GroupNormConfig, group_norm, group_norm_reference};
+pub use silu::silu;
 
 /// `T` as `U` when they are the same type (the caller compared their `TypeId`s): how the ops
 /// pick their CPU kernels without a trait bound on the backend.
