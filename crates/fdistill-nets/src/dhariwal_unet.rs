@@ -18,9 +18,9 @@
 //! Initialisation as EDM: Kaiming-uniform with gain √⅓ for weights and biases, zeros for
 //! `conv1`, `proj`, `out_conv` and `map_augment`, Kaiming-normal with gain √K for `map_label`.
 
+use crate::ops::silu;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 

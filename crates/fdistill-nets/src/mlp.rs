@@ -11,9 +11,9 @@
 //! The last hidden activation `h` is the feature tap a discriminator head reads
 //! ([`MlpDenoiser::forward_with_features`]).
 
+use crate::ops::silu;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use fdistill_core::EdmDenoiser;

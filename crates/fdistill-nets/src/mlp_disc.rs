@@ -14,10 +14,10 @@
 //! `L_C = mean softplus(C(fake)) + mean softplus(−C(real))`, whose optimum logit is
 //! `ℓ* = log p_σ/q_σ` (teacher over student), so `r̂ = exp ℓ`.
 
+use crate::ops::silu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use crate::ops::silu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use fdistill_core::losses::discriminator_loss;
 use fdistill_core::ratio::{DensityRatioEstimator, FeatureMap, LearnedRatioEstimator, RatioInput};

@@ -12,10 +12,10 @@
 //! smooth generator does as σ → 0 (`z ≈ G⁻¹(x_t)` with error `O(σ)`). `W_out` is
 //! zero-initialised, so the initial posterior is `N(0, σ² I)`.
 
+use crate::ops::silu;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use fdistill_core::vardiu_bound::LatentPosterior;
 use serde::{Deserialize, Serialize};

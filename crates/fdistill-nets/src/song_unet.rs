@@ -17,9 +17,9 @@
 //! Initialisation as EDM: Xavier-uniform everywhere, biases zero, `conv1`, `proj`, `aux_conv`
 //! with gain 10⁻⁵, `qkv` with gain √0.2.
 
+use crate::ops::silu;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use crate::ops::silu;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 

@@ -8,10 +8,13 @@
 //! `x` and `∂L/∂y` with their batch and channel axes swapped (`swap_dims(0, 1)`), and the bias
 //! gradient as a sum after another `swap_dims(0, 1)`; burn-flex materialises each swapped view
 //! with its element-by-element strided iterator, about a quarter of a UNet training step
-//! (docs/performance.md). Here the swap is a row-by-row `memcpy` (each `[h·w]` plane is
-//! contiguous in both layouts) and the bias gradient is a direct per-channel sum; the input
-//! gradient and the convolutions themselves are burn-flex's own. On `Autodiff<Flex>` this runs
-//! as one graph node; on every other backend [`conv2d`] is `burn::nn::conv::Conv2d::forward`.
+//! (docs/performance.md). burn-flex's convolution itself builds NHWC `im2col` tiles element
+//! by element and scatters its result back to NCHW channel by channel, and its input gradient
+//! is a transposed 3-D convolution. Here the bias gradient is a direct per-channel sum, and
+//! the convolution, its input gradient and its weight gradient run on the NCHW `im2col` +
+//! GEMM kernels of [`super::conv_gemm`] (no layout change at all). On `Autodiff<Flex>` this
+//! runs as one graph node, on `Flex` as the forward kernel; on every other backend [`conv2d`]
+//! is `burn::nn::conv::Conv2d::forward`.
 //!
 //! The parameters stay in burn's `Conv2d` module (names `weight`, `bias`), so checkpoints do
 //! not change.
@@ -71,47 +74,78 @@ pub fn conv2d_with<B: Backend>(
             );
             return super::same(out);
         }
+        if options.groups == 1 && TypeId::of::<B>() == TypeId::of::<Flex>() {
+            let out = flex::inner_conv2d(
+                super::same(x),
+                super::same(weight),
+                bias.map(super::same),
+                &options,
+            );
+            return super::same(out);
+        }
     }
     burn::tensor::module::conv2d(x, weight, bias, options)
 }
 
 #[cfg(feature = "flex")]
 mod flex {
+    use super::super::conv_gemm::{self, Geometry};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::ops::{ConvOptions, ModuleOps};
-    use burn::tensor::{Slice, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
     type Ad = Autodiff<Flex>;
 
-    /// `[a, b, rest…]` → `[b, a, rest…]`, contiguous, by whole `rest` rows.
-    pub(super) fn swap01(t: &FlexTensor) -> FlexTensor {
-        let shape = t.shape().to_vec();
-        let (a, b) = (shape[0], shape[1]);
-        let row: usize = shape[2..].iter().product();
-        let contiguous;
-        let src = match t.as_slice::<f32>() {
-            Some(s) => s,
-            None => {
-                contiguous = t.to_contiguous();
-                contiguous.as_slice::<f32>().expect("contiguous")
-            }
-        };
-        let mut out = vec![0.0f32; src.len()];
-        for i in 0..a {
-            for j in 0..b {
-                let from = (i * b + j) * row;
-                let to = (j * a + i) * row;
-                out[to..to + row].copy_from_slice(&src[from..from + row]);
-            }
+    /// Contiguous f32 values of a flex tensor (copied only if it is a strided view).
+    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(
+                t.to_contiguous()
+                    .as_slice::<f32>()
+                    .expect("contiguous")
+                    .to_vec(),
+            ),
         }
-        let mut new_shape = shape;
-        new_shape.swap(0, 1);
-        FlexTensor::from_data(TensorData::new(out, new_shape))
+    }
+
+    /// The kernels' geometry of `x` `[b, c_in, h, w]` and `weight` `[c_out, c_in, k_h, k_w]`.
+    fn geometry(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Geometry {
+        assert_eq!(
+            x[1], weight[1],
+            "conv2d: input has {} channels, the weight expects {}",
+            x[1], weight[1]
+        );
+        Geometry {
+            c_in: x[1],
+            h: x[2],
+            w: x[3],
+            c_out: weight[0],
+            k: [weight[2], weight[3]],
+            stride: options.stride,
+            padding: options.padding,
+            dilation: options.dilation,
+        }
+    }
+
+    /// `conv(x, w) + β` through [`conv_gemm::forward`].
+    fn forward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: Option<&FlexTensor>,
+        o: &ConvOptions<2>,
+    ) -> FlexTensor {
+        let (xs, ws) = (x.shape().to_vec(), w.shape().to_vec());
+        let g = geometry(&xs, &ws, o);
+        let bias = b.map(values);
+        let y = conv_gemm::forward(&g, &values(x), &values(w), bias.as_deref());
+        let [oh, ow] = g.out();
+        FlexTensor::from_data(TensorData::new(y, vec![xs[0], g.c_out, oh, ow]))
     }
 
     /// `Σ_{b, p} g[b, o, p]` for every channel `o`.
@@ -138,29 +172,6 @@ mod flex {
         FlexTensor::from_data(TensorData::new(sums, vec![c]))
     }
 
-    /// The weight gradient: burn's formula (a convolution of the swapped `x` and `∂L/∂y`,
-    /// stride and dilation exchanged), with [`swap01`] for the swaps.
-    pub(super) fn weight_grad(
-        x: &FlexTensor,
-        grad: &FlexTensor,
-        weight_shape: &[usize],
-        options: &ConvOptions<2>,
-    ) -> FlexTensor {
-        let swapped = <Flex as ModuleOps<Flex>>::conv2d(
-            swap01(x),
-            swap01(grad),
-            None,
-            ConvOptions::new(options.dilation, options.padding, options.stride, 1),
-        ); // [c_in, c_out, k', k']
-        let mut w = swap01(&swapped);
-        if w.shape().to_vec()[..] != weight_shape[..] {
-            let t = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(w));
-            let ranges: Vec<Slice> = weight_shape.iter().map(|&n| Slice::from(0..n)).collect();
-            w = t.slice(ranges.as_slice()).into_primitive().tensor();
-        }
-        w
-    }
-
     #[derive(Debug, Clone)]
     struct State {
         x: FlexTensor,
@@ -181,13 +192,23 @@ mod flex {
             if let Some(node) = pb {
                 grads.register::<Flex>(node.id, channel_sums(&grad));
             }
-            if let Some(node) = pw {
-                let shape = weight.shape().to_vec();
-                grads.register::<Flex>(node.id, weight_grad(&x, &grad, &shape, &options));
+            let (xs, ws) = (x.shape().to_vec(), weight.shape().to_vec());
+            let g = geometry(&xs, &ws, &options);
+            let (dx, dw) = conv_gemm::backward(
+                &g,
+                &values(&x),
+                &values(&weight),
+                &values(&grad),
+                px.is_some(),
+                pw.is_some(),
+            );
+            let tensor =
+                |v: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(v, shape));
+            if let (Some(node), Some(dw)) = (pw, dw) {
+                grads.register::<Flex>(node.id, tensor(dw, ws));
             }
-            if let Some(node) = px {
-                let dx = <Flex as ModuleOps<Flex>>::conv2d_x_backward(x, weight, grad, options);
-                grads.register::<Flex>(node.id, dx);
+            if let (Some(node), Some(dx)) = (px, dx) {
+                grads.register::<Flex>(node.id, tensor(dx, xs));
             }
         }
     }
@@ -209,7 +230,7 @@ mod flex {
         );
         let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
         let forward = |x: FlexTensor, w: FlexTensor, b: FlexTensor| {
-            <Flex as ModuleOps<Flex>>::conv2d(x, w, has_bias.then_some(b), options.clone())
+            forward(&x, &w, has_bias.then_some(&b), &options)
         };
         let out = match Conv2dBackward
             .prepare::<NoCheckpointing>(nodes)
@@ -232,6 +253,21 @@ mod flex {
             }
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    /// The convolution on `Flex` (no autodiff): the forward kernel alone.
+    pub(super) fn inner_conv2d(
+        x: Tensor<Flex, 4>,
+        weight: Tensor<Flex, 4>,
+        bias: Option<Tensor<Flex, 1>>,
+        options: &ConvOptions<2>,
+    ) -> Tensor<Flex, 4> {
+        let (x, w) = (
+            x.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+        );
+        let b = bias.map(|b| b.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(forward(&x, &w, b.as_ref(), options)))
     }
 }
 
@@ -403,18 +439,9 @@ mod tests {
     }
 
     #[test]
-    fn swap_and_channel_sums_match_a_direct_computation() {
+    fn channel_sums_match_a_direct_computation() {
         let v: Vec<f32> = (0..24).map(|i| i as f32).collect();
         let t = burn::backend::flex::FlexTensor::from_data(TensorData::new(v, [2, 3, 4]));
-        let s = flex::swap01(&t);
-        let got = s.as_slice::<f32>().unwrap();
-        for i in 0..2 {
-            for j in 0..3 {
-                for p in 0..4 {
-                    assert_eq!(got[(j * 2 + i) * 4 + p], ((i * 3 + j) * 4 + p) as f32);
-                }
-            }
-        }
         let sums = flex::channel_sums(&t);
         // channel o: Σ_b Σ_p (b·12 + o·4 + p) = 2·(4·o·4 + 6) + 4·12 = 32 o + 60
         let want: Vec<f32> = (0..3).map(|o| (32 * o + 60) as f32).collect();

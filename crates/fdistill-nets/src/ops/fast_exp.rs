@@ -93,7 +93,12 @@ mod tests {
                 }
             }
         }
-        assert!(worst.0 < 3e-7, "worst relative error {} at x = {}", worst.0, worst.1);
+        assert!(
+            worst.0 < 3e-7,
+            "worst relative error {} at x = {}",
+            worst.0,
+            worst.1
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! tested against (values and gradients). See `docs/performance.md`.
 
 pub mod conv;
+#[cfg(feature = "flex")]
+pub mod conv_gemm;
 pub mod fast_exp;
 pub mod group_norm;
 pub mod silu;

@@ -205,8 +205,8 @@ mod tests {
         ours: bool,
     ) -> (Vec<f32>, Vec<f32>) {
         let device = Default::default();
-        let xt = Tensor::<A, D>::from_data(TensorData::new(x.to_vec(), shape), &device)
-            .require_grad();
+        let xt =
+            Tensor::<A, D>::from_data(TensorData::new(x.to_vec(), shape), &device).require_grad();
         let y = if ours {
             silu(xt.clone())
         } else {
@@ -267,7 +267,9 @@ mod tests {
         // (step 1e-2, values of order 1: truncation error ~1e-5), against the autodiff node.
         let device = Default::default();
         let x: Vec<f32> = (0..40).map(|i| -4.0 + 0.2 * i as f32 + 0.013).collect();
-        let w: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.4).collect();
+        let w: Vec<f32> = (0..40)
+            .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.4)
+            .collect();
         let loss = |x: &[f32]| -> f64 {
             let y = host(silu(Tensor::<Flex, 1>::from_floats(x, &device)));
             y.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum()

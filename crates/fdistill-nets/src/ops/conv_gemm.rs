@@ -1,0 +1,578 @@
+//! CPU kernels of the 2-D convolution ([`super::conv`]): NCHW `im2col`, one GEMM per sample,
+//! `col2im` for the input gradient. No layout change, no scatter, no transposed convolution.
+//!
+//! For one sample, with `X_col[(i, k_y, k_x), p] = x[i, o_y s_y + k_y d_y − p_y, o_x s_x + k_x d_x − p_x]`
+//! (zero outside the image) and `W` the weight as a `[c_out, c_in k_h k_w]` matrix:
+//!
+//! $$ Y = W X_\text{col} + \beta \mathbf 1^\top,\qquad
+//!    \partial_W L = \textstyle\sum_b \partial_Y L\\, X_\text{col}^\top,\qquad
+//!    \partial_x L = \operatorname{col2im}(W^\top \partial_Y L), $$
+//!
+//! where `col2im` adds every entry of a `[c_in k_h k_w, h' w']` matrix back onto the input
+//! pixel `im2col` read it from. Rows of `X_col` are runs of input rows, so for stride 1 both
+//! maps are slice copies and slice additions.
+//!
+//! **Why.** burn-flex 0.21's convolution builds NHWC `im2col` tiles element by element and
+//! writes the GEMM result back to NCHW with a channel-strided scatter; its input gradient is a
+//! transposed 3-D convolution with the same pattern. In a `perf` profile of the 16×16 teacher
+//! step those loops were about 23 % and `conv_transpose3d_f32` 12 % (docs/performance.md).
+//!
+//! Samples are spread over the rayon pool when there are at least as many as threads; with
+//! fewer (sampling one image) the GEMM itself is parallel.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Shapes and options of one convolution (ungrouped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Input channels, height, width.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height and width.
+    pub k: [usize; 2],
+    /// Stride (y, x).
+    pub stride: [usize; 2],
+    /// Zero padding (y, x), on both sides.
+    pub padding: [usize; 2],
+    /// Dilation (y, x).
+    pub dilation: [usize; 2],
+}
+
+impl Geometry {
+    /// Output size `(h', w')`: `⌊(n + 2p − d(k − 1) − 1)/s⌋ + 1` per axis.
+    pub fn out(&self) -> [usize; 2] {
+        let o = |n: usize, k: usize, s: usize, p: usize, d: usize| match (n + 2 * p)
+            .checked_sub(d * (k - 1) + 1)
+        {
+            Some(room) => room / s + 1,
+            None => 0,
+        };
+        [
+            o(
+                self.h,
+                self.k[0],
+                self.stride[0],
+                self.padding[0],
+                self.dilation[0],
+            ),
+            o(
+                self.w,
+                self.k[1],
+                self.stride[1],
+                self.padding[1],
+                self.dilation[1],
+            ),
+        ]
+    }
+
+    /// Rows of `X_col`: `c_in k_h k_w`.
+    pub fn col_len(&self) -> usize {
+        self.c_in * self.k[0] * self.k[1]
+    }
+
+    fn spatial_out(&self) -> usize {
+        let [oh, ow] = self.out();
+        oh * ow
+    }
+
+    /// For kernel column `k_x`: the output columns `[lo, hi)` that read inside the image, and
+    /// the input column of output column 0 (`o_x s − p + k_x d`, possibly negative).
+    fn x_range(&self, kx: usize) -> (usize, usize, isize) {
+        let ow = self.out()[1];
+        let (s, p, d, w) = (self.stride[1], self.padding[1], self.dilation[1], self.w);
+        let off = (kx * d) as isize - p as isize;
+        // o s + off ≥ 0  ⇔  o ≥ ⌈−off / s⌉;  o s + off < w  ⇔  o < ⌈(w − off) / s⌉
+        let lo = if off >= 0 {
+            0
+        } else {
+            (-off as usize).div_ceil(s)
+        };
+        let hi = if (w as isize) <= off {
+            0
+        } else {
+            ((w as isize - off) as usize).div_ceil(s)
+        };
+        (lo.min(ow), hi.min(ow).max(lo.min(ow)), off)
+    }
+
+    /// Input row read by output row `oy` at kernel row `ky`, if inside the image.
+    fn y_in(&self, oy: usize, ky: usize) -> Option<usize> {
+        let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.padding[0] as isize;
+        (iy >= 0 && (iy as usize) < self.h).then_some(iy as usize)
+    }
+}
+
+/// `X_col` of one sample: `x` is `[c_in, h, w]`, `col` is `[c_in k_h k_w, h' w']`, every
+/// entry written.
+pub fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let [oh, ow] = g.out();
+    let sp = oh * ow;
+    debug_assert_eq!(x.len(), g.c_in * g.h * g.w);
+    debug_assert_eq!(col.len(), g.col_len() * sp);
+    if sp == 0 {
+        return;
+    }
+    for (row, dst) in col.chunks_exact_mut(sp).enumerate() {
+        let (ci, ky, kx) = (
+            row / (g.k[0] * g.k[1]),
+            (row / g.k[1]) % g.k[0],
+            row % g.k[1],
+        );
+        let (lo, hi, off) = g.x_range(kx);
+        for (oy, seg) in dst.chunks_exact_mut(ow).enumerate() {
+            let Some(iy) = g.y_in(oy, ky) else {
+                seg.fill(0.0);
+                continue;
+            };
+            let src = &x[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
+            seg[..lo].fill(0.0);
+            seg[hi..].fill(0.0);
+            if lo == hi {
+                continue;
+            }
+            let first = (lo as isize * g.stride[1] as isize + off) as usize;
+            if g.stride[1] == 1 {
+                seg[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+            } else {
+                for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                    *v = src[first + j * g.stride[1]];
+                }
+            }
+        }
+    }
+}
+
+/// Adds every entry of `col` (`[c_in k_h k_w, h' w']`) onto the input pixel [`im2col`] reads
+/// it from; `dx` is `[c_in, h, w]` and is accumulated into.
+pub fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
+    let [oh, ow] = g.out();
+    let sp = oh * ow;
+    debug_assert_eq!(dx.len(), g.c_in * g.h * g.w);
+    debug_assert_eq!(col.len(), g.col_len() * sp);
+    if sp == 0 {
+        return;
+    }
+    for (row, src) in col.chunks_exact(sp).enumerate() {
+        let (ci, ky, kx) = (
+            row / (g.k[0] * g.k[1]),
+            (row / g.k[1]) % g.k[0],
+            row % g.k[1],
+        );
+        let (lo, hi, off) = g.x_range(kx);
+        for (oy, seg) in src.chunks_exact(ow).enumerate() {
+            let Some(iy) = g.y_in(oy, ky) else { continue };
+            if lo == hi {
+                continue;
+            }
+            let dst = &mut dx[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
+            let first = (lo as isize * g.stride[1] as isize + off) as usize;
+            if g.stride[1] == 1 {
+                for (d, &v) in dst[first..first + (hi - lo)].iter_mut().zip(&seg[lo..hi]) {
+                    *d += v;
+                }
+            } else {
+                for (j, &v) in seg[lo..hi].iter().enumerate() {
+                    dst[first + j * g.stride[1]] += v;
+                }
+            }
+        }
+    }
+}
+
+/// A row-major matrix view: `data[r·rs + c·cs]` for `r < rows`, `c < cols`.
+#[derive(Debug, Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst = a·b` (or `dst += a·b` with `accumulate`), `dst` row-major `[a.rows, b.cols]`.
+fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && dst.len() == m * n && a.fits() && b.fits(),
+        "matmul: [{m}, {k}]·[{}, {n}] into {} values",
+        b.rows,
+        dst.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the assert above keeps every index the GEMM reads or writes inside the slices
+    // (`dst` is `[m, n]` row-major; `a`, `b` fit their strides), and `dst` does not alias them
+    // (it is a unique borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// How to use the pool for `batch` samples: over samples, or inside each GEMM.
+fn split(batch: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && batch >= threads {
+        (true, Parallelism::None)
+    } else if threads > 1 {
+        (false, Parallelism::Rayon(0))
+    } else {
+        (false, Parallelism::None)
+    }
+}
+
+/// `y = conv(x, w) + β`: `x` is `[b, c_in, h, w]`, `weight` `[c_out, c_in, k_h, k_w]`, `bias`
+/// `[c_out]`; returns `[b, c_out, h', w']` values.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (xl, sp, cl) = (g.c_in * g.h * g.w, g.spatial_out(), g.col_len());
+    let batch = x.len() / xl.max(1);
+    assert_eq!(weight.len(), g.c_out * cl, "conv forward: weight shape");
+    let mut y = vec![0.0f32; batch * g.c_out * sp];
+    if sp == 0 || g.c_out == 0 || xl == 0 {
+        return y;
+    }
+    let (over_batch, par) = split(batch);
+    let w = Mat::new(weight, g.c_out, cl);
+    let one = |(xb, yb): (&[f32], &mut [f32]), col: &mut Vec<f32>| {
+        im2col(g, xb, col);
+        matmul(yb, w, Mat::new(col, cl, sp), false, par);
+        if let Some(bias) = bias {
+            for (row, &b) in yb.chunks_exact_mut(sp).zip(bias) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    };
+    if over_batch {
+        x.par_chunks(xl)
+            .zip(y.par_chunks_mut(g.c_out * sp))
+            .for_each_init(|| vec![0.0f32; cl * sp], |col, pair| one(pair, col));
+    } else {
+        let mut col = vec![0.0f32; cl * sp];
+        for pair in x.chunks(xl).zip(y.chunks_mut(g.c_out * sp)) {
+            one(pair, &mut col);
+        }
+    }
+    y
+}
+
+/// `(∂L/∂x, ∂L/∂W)` from `dy = ∂L/∂y` (`[b, c_out, h', w']`), each with the layout of `x` and
+/// `weight`; either may be skipped.
+pub fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (xl, sp, cl) = (g.c_in * g.h * g.w, g.spatial_out(), g.col_len());
+    let batch = x.len() / xl.max(1);
+    assert_eq!(
+        dy.len(),
+        batch * g.c_out * sp,
+        "conv backward: gradient shape"
+    );
+    let w = Mat::new(weight, g.c_out, cl);
+    let (over_batch, par) = split(batch);
+    let mut dx = want_dx.then(|| vec![0.0f32; x.len()]);
+    let wl = if want_dw { g.c_out * cl } else { 0 };
+    if sp == 0 || xl == 0 {
+        // no output pixel: nothing depends on x or w
+        return (dx, want_dw.then(|| vec![0.0f32; wl]));
+    }
+    // One sample: dx_b = col2im(Wᵀ dy_b); dW += dy_b X_colᵀ.
+    let one =
+        |xb: &[f32], dyb: &[f32], dxb: Option<&mut [f32]>, dw: &mut [f32], col: &mut [f32]| {
+            let dyb = Mat::new(dyb, g.c_out, sp);
+            if want_dw {
+                im2col(g, xb, col);
+                matmul(dw, dyb, Mat::new(col, cl, sp).t(), true, par);
+            }
+            if let Some(dxb) = dxb {
+                matmul(col, w.t(), dyb, false, par);
+                col2im(g, col, dxb);
+            }
+        };
+    let dw = if over_batch {
+        let init = || (vec![0.0f32; wl], vec![0.0f32; cl * sp]);
+        let partial = |(mut dw, mut col): (Vec<f32>, Vec<f32>), xb: &[f32], dyb: &[f32], dxb| {
+            one(xb, dyb, dxb, &mut dw, &mut col);
+            (dw, col)
+        };
+        let sum = |mut a: Vec<f32>, b: Vec<f32>| {
+            a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+            a
+        };
+        let pairs = x.par_chunks(xl).zip(dy.par_chunks(g.c_out * sp));
+        match dx.as_mut() {
+            Some(dx) => pairs
+                .zip(dx.par_chunks_mut(xl))
+                .fold(init, |acc, ((xb, dyb), dxb)| {
+                    partial(acc, xb, dyb, Some(dxb))
+                })
+                .map(|(dw, _)| dw)
+                .reduce(|| vec![0.0f32; wl], sum),
+            None => pairs
+                .fold(init, |acc, (xb, dyb)| partial(acc, xb, dyb, None))
+                .map(|(dw, _)| dw)
+                .reduce(|| vec![0.0f32; wl], sum),
+        }
+    } else {
+        let (mut dw, mut col) = (vec![0.0f32; wl], vec![0.0f32; cl * sp]);
+        for (bi, (xb, dyb)) in x.chunks(xl).zip(dy.chunks(g.c_out * sp)).enumerate() {
+            let dxb = dx.as_mut().map(|d| &mut d[bi * xl..(bi + 1) * xl]);
+            one(xb, dyb, dxb, &mut dw, &mut col);
+        }
+        dw
+    };
+    (dx, want_dw.then_some(dw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution written out as its definition, in f64.
+    fn direct(g: &Geometry, x: &[f32], w: &[f32], b: usize) -> Vec<f64> {
+        let [oh, ow] = g.out();
+        let mut y = vec![0.0f64; b * g.c_out * oh * ow];
+        for bi in 0..b {
+            for o in 0..g.c_out {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0.0f64;
+                        for i in 0..g.c_in {
+                            for ky in 0..g.k[0] {
+                                for kx in 0..g.k[1] {
+                                    let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                        - g.padding[0] as isize;
+                                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                        - g.padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x[((bi * g.c_in + i) * g.h + iy as usize) * g.w
+                                        + ix as usize];
+                                    let wv = w[((o * g.c_in + i) * g.k[0] + ky) * g.k[1] + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[((bi * g.c_out + o) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn geometries() -> Vec<Geometry> {
+        let g = |c_in, h, w, c_out, k: [usize; 2], s, p, d| Geometry {
+            c_in,
+            h,
+            w,
+            c_out,
+            k,
+            stride: s,
+            padding: p,
+            dilation: d,
+        };
+        vec![
+            g(3, 5, 5, 4, [3, 3], [1, 1], [1, 1], [1, 1]),
+            g(2, 7, 6, 3, [4, 4], [2, 2], [1, 1], [1, 1]),
+            g(3, 5, 4, 2, [1, 1], [1, 1], [0, 0], [1, 1]),
+            g(2, 6, 7, 2, [3, 2], [2, 1], [0, 2], [2, 1]),
+            g(1, 4, 4, 2, [5, 5], [1, 1], [0, 0], [1, 1]), // kernel larger than the image: h' = 0
+            g(2, 3, 9, 3, [3, 3], [1, 3], [2, 2], [1, 2]),
+        ]
+    }
+
+    #[test]
+    fn forward_equals_the_definition() {
+        for (t, g) in geometries().into_iter().enumerate() {
+            let b = 3;
+            let x = values(b * g.c_in * g.h * g.w, 1);
+            let w = values(g.c_out * g.col_len(), 2);
+            let bias = values(g.c_out, 3);
+            let y = forward(&g, &x, &w, Some(&bias));
+            let want = direct(&g, &x, &w, b);
+            assert_eq!(y.len(), want.len(), "case {t}");
+            let sp = g.spatial_out();
+            for (i, (&a, &e)) in y.iter().zip(&want).enumerate() {
+                let e = e + bias[(i / sp.max(1)) % g.c_out] as f64;
+                assert!(
+                    (a as f64 - e).abs() < 1e-5 * (1.0 + e.abs()),
+                    "case {t} [{i}]: {a} vs {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backward_is_the_adjoint_of_the_definition() {
+        // L = Σ c ⊙ conv(x, w) is linear in x and in w: ∂L/∂x_j = L(e_j, w)-style sums, i.e.
+        // dx = Σ_o c·∂y/∂x computed from the definition column by column.
+        for (t, g) in geometries().into_iter().enumerate() {
+            let b = 2;
+            let (xl, wl) = (g.c_in * g.h * g.w, g.c_out * g.col_len());
+            let x = values(b * xl, 4);
+            let w = values(wl, 5);
+            let c = values(b * g.c_out * g.spatial_out(), 6);
+            let (dx, dw) = backward(&g, &x, &w, &c, true, true);
+            let (dx, dw) = (dx.unwrap(), dw.unwrap());
+            let loss = |x: &[f32], w: &[f32]| -> f64 {
+                direct(&g, x, w, b)
+                    .iter()
+                    .zip(&c)
+                    .map(|(y, &c)| y * c as f64)
+                    .sum()
+            };
+            // linear in each argument: the derivative is L(unit vector) exactly
+            for j in 0..b * xl {
+                let mut e = vec![0.0f32; b * xl];
+                e[j] = 1.0;
+                let want = loss(&e, &w);
+                assert!(
+                    (dx[j] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "case {t} dx[{j}]"
+                );
+            }
+            for j in 0..wl {
+                let mut e = vec![0.0f32; wl];
+                e[j] = 1.0;
+                let want = loss(&x, &e);
+                assert!(
+                    (dw[j] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "case {t} dw[{j}]"
+                );
+            }
+            // skipping one gradient leaves the other unchanged
+            let (only_dx, none) = backward(&g, &x, &w, &c, true, false);
+            assert!(none.is_none());
+            assert_eq!(only_dx.unwrap(), dx);
+        }
+    }
+
+    #[test]
+    fn every_thread_split_gives_the_same_values() {
+        // 1 thread (all serial), 3 threads with batch 2 (GEMM-parallel), 2 threads with
+        // batch 2 (samples in parallel, per-thread weight-gradient sums reduced).
+        let g = geometries()[1];
+        let b = 2;
+        let x = values(b * g.c_in * g.h * g.w, 9);
+        let w = values(g.c_out * g.col_len(), 10);
+        let c = values(b * g.c_out * g.spatial_out(), 11);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                assert_eq!(split(b).0, threads > 1 && b >= threads);
+                let y = forward(&g, &x, &w, None);
+                let (dx, dw) = backward(&g, &x, &w, &c, true, true);
+                (y, dx.unwrap(), dw.unwrap())
+            })
+        };
+        let serial = run(1);
+        for threads in [2, 3] {
+            let other = run(threads);
+            assert_eq!(serial.0, other.0, "y, {threads} threads");
+            assert_eq!(serial.1, other.1, "dx, {threads} threads");
+            for (a, e) in serial.2.iter().zip(&other.2) {
+                assert!((a - e).abs() <= 1e-6 * (1.0 + e.abs()), "dw, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_and_col2im_are_adjoint() {
+        // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for every geometry
+        for g in geometries() {
+            let x = values(g.c_in * g.h * g.w, 7);
+            let c = values(g.col_len() * g.spatial_out(), 8);
+            let mut col = vec![f32::NAN; c.len()];
+            im2col(&g, &x, &mut col);
+            assert!(col.iter().all(|v| v.is_finite()), "every entry written");
+            let mut back = vec![0.0f32; x.len()];
+            col2im(&g, &c, &mut back);
+            let lhs: f64 = col.iter().zip(&c).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let rhs: f64 = x
+                .iter()
+                .zip(&back)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "{g:?}: {lhs} vs {rhs}"
+            );
+        }
+    }
+}
