@@ -547,7 +547,10 @@ mod tests {
             assert_eq!(serial.0, other.0, "y, {threads} threads");
             assert_eq!(serial.1, other.1, "dx, {threads} threads");
             for (a, e) in serial.2.iter().zip(&other.2) {
-                assert!((a - e).abs() <= 1e-6 * (1.0 + e.abs()), "dw, {threads} threads");
+                assert!(
+                    (a - e).abs() <= 1e-6 * (1.0 + e.abs()),
+                    "dw, {threads} threads"
+                );
             }
         }
     }

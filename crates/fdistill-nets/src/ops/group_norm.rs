@@ -281,6 +281,73 @@ mod flex {
         }
     }
 
+    /// Reductions split over eight independent accumulators, so that the loops vectorise
+    /// (a single running sum is one dependent add per element) and round less.
+    mod lanes {
+        const L: usize = 8;
+
+        /// `Σ f(x_i)` in f64.
+        #[inline(always)]
+        pub fn sum(xs: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+            let mut acc = [0.0f64; L];
+            let mut chunks = xs.chunks_exact(L);
+            for c in &mut chunks {
+                for l in 0..L {
+                    acc[l] += f(c[l]);
+                }
+            }
+            let tail: f64 = chunks.remainder().iter().map(|&v| f(v)).sum();
+            acc.iter().sum::<f64>() + tail
+        }
+
+        /// `(Σ δ_i, Σ δ_i x̂_i)` with `x̂ = (x − μ) r`.
+        #[inline(always)]
+        pub fn sums_delta(ds: &[f32], xs: &[f32], mu: f32, r: f32) -> (f32, f32) {
+            let (mut a1, mut a2) = ([0.0f32; L], [0.0f32; L]);
+            let (dc, xc) = (ds.chunks_exact(L), xs.chunks_exact(L));
+            let (dr, xr) = (dc.remainder(), xc.remainder());
+            for (d, x) in dc.zip(xc) {
+                for l in 0..L {
+                    a1[l] += d[l];
+                    a2[l] += d[l] * ((x[l] - mu) * r);
+                }
+            }
+            let (mut s1, mut s2) = (a1.iter().sum::<f32>(), a2.iter().sum::<f32>());
+            for (&d, &x) in dr.iter().zip(xr) {
+                s1 += d;
+                s2 += d * ((x - mu) * r);
+            }
+            (s1, s2)
+        }
+
+        #[cfg(test)]
+        mod tests {
+            #[test]
+            fn lane_sums_equal_plain_sums() {
+                for n in [0usize, 1, 7, 8, 9, 100, 1027] {
+                    let xs: Vec<f32> = (0..n)
+                        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                        .collect();
+                    let ds: Vec<f32> = (0..n)
+                        .map(|i| ((i * 53) % 97) as f32 / 40.0 - 1.2)
+                        .collect();
+                    let plain: f64 = xs.iter().map(|&v| v as f64 * v as f64).sum();
+                    assert!((super::sum(&xs, |v| v as f64 * v as f64) - plain).abs() < 1e-9);
+                    let (mu, r) = (0.1f32, 1.7f32);
+                    let p1: f64 = ds.iter().map(|&d| d as f64).sum();
+                    let p2: f64 = ds
+                        .iter()
+                        .zip(&xs)
+                        .map(|(&d, &x)| d as f64 * ((x as f64 - mu as f64) * r as f64))
+                        .sum();
+                    let (s1, s2) = super::sums_delta(&ds, &xs, mu, r);
+                    assert!((s1 as f64 - p1).abs() < 1e-4 * (1.0 + p1.abs()), "n {n}");
+                    assert!((s2 as f64 - p2).abs() < 1e-4 * (1.0 + p2.abs()), "n {n}");
+                }
+            }
+        }
+    }
+
     /// Gradients of the fused op: (input, gamma, beta, scale, shift).
     type Grads5 = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
@@ -309,8 +376,8 @@ mod flex {
                 for (g, sg) in sb.iter_mut().enumerate() {
                     let off = bi * d.c * hw + g * n;
                     let xs = &x[off..off + n];
-                    let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-                    let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+                    let mean = lanes::sum(xs, |v| v as f64) / n as f64;
+                    let var = lanes::sum(xs, |v| (v as f64 - mean).powi(2)) / n as f64;
                     let rstd = 1.0 / (var + epsilon).sqrt();
                     *sg = (mean as f32, rstd as f32);
                     for ci in 0..cg {
@@ -371,22 +438,18 @@ mod flex {
                         let xs = &x[off..off + hw];
                         let dys = &dy[off..off + hw];
                         let ds = &mut dxb[ch * hw..(ch + 1) * hw];
-                        let (mut acc1, mut acc2) = (0.0f32, 0.0f32);
-                        for ((dv, &xv), &gv) in ds.iter_mut().zip(xs).zip(dys) {
-                            let xhat = (xv - mu) * r;
-                            let delta = if act {
-                                let z = xhat * a + shift;
+                        if act {
+                            for ((dv, &xv), &gv) in ds.iter_mut().zip(xs).zip(dys) {
+                                let z = (xv - mu) * r * a + shift;
                                 // silu'(z) = σ(1 + z(1 − σ)), 1 − σ(z) = e^{-z} σ(z)
                                 let e = super::super::fast_exp::exp(-z);
                                 let sg = 1.0 / (1.0 + e);
-                                gv * sg * (1.0 + z * (e * sg))
-                            } else {
-                                gv
-                            };
-                            *dv = delta;
-                            acc1 += delta;
-                            acc2 += delta * xhat;
+                                *dv = gv * sg * (1.0 + z * (e * sg));
+                            }
+                        } else {
+                            ds.copy_from_slice(dys);
                         }
+                        let (acc1, acc2) = lanes::sums_delta(ds, xs, mu, r);
                         sb[ch] = (acc1 as f64, acc2 as f64);
                         m1 += a as f64 * acc1 as f64;
                         m2 += a as f64 * acc2 as f64;
