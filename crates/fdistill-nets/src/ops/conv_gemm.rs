@@ -81,67 +81,101 @@ impl Geometry {
         oh * ow
     }
 
-    /// For kernel column `k_x`: the output columns `[lo, hi)` that read inside the image, and
-    /// the input column of output column 0 (`o_x s − p + k_x d`, possibly negative).
-    fn x_range(&self, kx: usize) -> (usize, usize, isize) {
-        let ow = self.out()[1];
-        let (s, p, d, w) = (self.stride[1], self.padding[1], self.dilation[1], self.w);
-        let off = (kx * d) as isize - p as isize;
-        // o s + off ≥ 0  ⇔  o ≥ ⌈−off / s⌉;  o s + off < w  ⇔  o < ⌈(w − off) / s⌉
-        let lo = if off >= 0 {
-            0
-        } else {
-            (-off as usize).div_ceil(s)
-        };
-        let hi = if (w as isize) <= off {
-            0
-        } else {
-            ((w as isize - off) as usize).div_ceil(s)
-        };
-        (lo.min(ow), hi.min(ow).max(lo.min(ow)), off)
+    fn spatial_out_dims(&self) -> [usize; 2] {
+        self.out()
     }
+}
 
-    /// Input row read by output row `oy` at kernel row `ky`, if inside the image.
-    fn y_in(&self, oy: usize, ky: usize) -> Option<usize> {
-        let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.padding[0] as isize;
-        (iy >= 0 && (iy as usize) < self.h).then_some(iy as usize)
+/// One axis: the outputs `[lo, hi)` whose tap `k` reads inside the input (`n` long), and the
+/// input index of output `lo`: `o s + k d − p ∈ [0, n)`.
+fn valid(out: usize, n: usize, s: usize, p: usize, d: usize, k: usize) -> (usize, usize, usize) {
+    let off = (k * d) as isize - p as isize;
+    let lo = if off >= 0 {
+        0
+    } else {
+        (-off as usize).div_ceil(s)
+    };
+    let hi = if (n as isize) <= off {
+        0
+    } else {
+        ((n as isize - off) as usize).div_ceil(s)
+    };
+    let (lo, hi) = (lo.min(out), hi.min(out).max(lo.min(out)));
+    let first = if lo < hi {
+        (lo as isize * s as isize + off) as usize
+    } else {
+        0
+    };
+    (lo, hi, first)
+}
+
+/// Where the rows of `X_col` read, computed once per call: per kernel row the valid output
+/// rows, per kernel column the valid output columns (with the first input index of each).
+struct Runs {
+    ow: usize,
+    sp: usize,
+    ys: Vec<(usize, usize, usize)>,
+    xs: Vec<(usize, usize, usize)>,
+}
+
+impl Runs {
+    fn new(g: &Geometry) -> Self {
+        let [oh, ow] = g.spatial_out_dims();
+        let ys = (0..g.k[0])
+            .map(|ky| valid(oh, g.h, g.stride[0], g.padding[0], g.dilation[0], ky))
+            .collect();
+        let xs = (0..g.k[1])
+            .map(|kx| valid(ow, g.w, g.stride[1], g.padding[1], g.dilation[1], kx))
+            .collect();
+        Runs {
+            ow,
+            sp: oh * ow,
+            ys,
+            xs,
+        }
     }
 }
 
 /// `X_col` of one sample: `x` is `[c_in, h, w]`, `col` is `[c_in k_h k_w, h' w']`, every
 /// entry written.
 pub fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
-    let [oh, ow] = g.out();
-    let sp = oh * ow;
+    im2col_runs(g, &Runs::new(g), x, col, true);
+}
+
+/// [`im2col`] with the runs given; with `zero == false` the entries that read outside the image
+/// are left as they are (a buffer zeroed once keeps them zero: they depend on the geometry
+/// only).
+fn im2col_runs(g: &Geometry, r: &Runs, x: &[f32], col: &mut [f32], zero: bool) {
+    let (ow, sp, sx) = (r.ow, r.sp, g.stride[1]);
     debug_assert_eq!(x.len(), g.c_in * g.h * g.w);
     debug_assert_eq!(col.len(), g.col_len() * sp);
     if sp == 0 {
         return;
     }
-    for (row, dst) in col.chunks_exact_mut(sp).enumerate() {
-        let (ci, ky, kx) = (
-            row / (g.k[0] * g.k[1]),
-            (row / g.k[1]) % g.k[0],
-            row % g.k[1],
-        );
-        let (lo, hi, off) = g.x_range(kx);
-        for (oy, seg) in dst.chunks_exact_mut(ow).enumerate() {
-            let Some(iy) = g.y_in(oy, ky) else {
-                seg.fill(0.0);
-                continue;
-            };
-            let src = &x[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
-            seg[..lo].fill(0.0);
-            seg[hi..].fill(0.0);
-            if lo == hi {
-                continue;
-            }
-            let first = (lo as isize * g.stride[1] as isize + off) as usize;
-            if g.stride[1] == 1 {
-                seg[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-            } else {
-                for (j, v) in seg[lo..hi].iter_mut().enumerate() {
-                    *v = src[first + j * g.stride[1]];
+    let mut rows = col.chunks_exact_mut(sp);
+    for plane in x.chunks_exact(g.h * g.w) {
+        for &(ylo, yhi, iy0) in &r.ys {
+            for &(lo, hi, ix0) in &r.xs {
+                let dst = rows.next().expect("one row per (channel, tap)");
+                if zero {
+                    dst[..ylo * ow].fill(0.0);
+                    dst[yhi * ow..].fill(0.0);
+                }
+                for oy in ylo..yhi {
+                    let seg = &mut dst[oy * ow..(oy + 1) * ow];
+                    if zero {
+                        seg[..lo].fill(0.0);
+                        seg[hi..].fill(0.0);
+                    }
+                    let iy = iy0 + (oy - ylo) * g.stride[0];
+                    let src = &plane[iy * g.w..(iy + 1) * g.w];
+                    if sx == 1 {
+                        seg[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    } else {
+                        for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                            *v = src[ix0 + j * sx];
+                        }
+                    }
                 }
             }
         }
@@ -151,39 +185,42 @@ pub fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
 /// Adds every entry of `col` (`[c_in k_h k_w, h' w']`) onto the input pixel [`im2col`] reads
 /// it from; `dx` is `[c_in, h, w]` and is accumulated into.
 pub fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
-    let [oh, ow] = g.out();
-    let sp = oh * ow;
+    col2im_runs(g, &Runs::new(g), col, dx);
+}
+
+fn col2im_runs(g: &Geometry, r: &Runs, col: &[f32], dx: &mut [f32]) {
+    let (ow, sp, sx) = (r.ow, r.sp, g.stride[1]);
     debug_assert_eq!(dx.len(), g.c_in * g.h * g.w);
     debug_assert_eq!(col.len(), g.col_len() * sp);
     if sp == 0 {
         return;
     }
-    for (row, src) in col.chunks_exact(sp).enumerate() {
-        let (ci, ky, kx) = (
-            row / (g.k[0] * g.k[1]),
-            (row / g.k[1]) % g.k[0],
-            row % g.k[1],
-        );
-        let (lo, hi, off) = g.x_range(kx);
-        for (oy, seg) in src.chunks_exact(ow).enumerate() {
-            let Some(iy) = g.y_in(oy, ky) else { continue };
-            if lo == hi {
-                continue;
-            }
-            let dst = &mut dx[(ci * g.h + iy) * g.w..(ci * g.h + iy + 1) * g.w];
-            let first = (lo as isize * g.stride[1] as isize + off) as usize;
-            if g.stride[1] == 1 {
-                for (d, &v) in dst[first..first + (hi - lo)].iter_mut().zip(&seg[lo..hi]) {
-                    *d += v;
-                }
-            } else {
-                for (j, &v) in seg[lo..hi].iter().enumerate() {
-                    dst[first + j * g.stride[1]] += v;
+    let mut rows = col.chunks_exact(sp);
+    for plane in dx.chunks_exact_mut(g.h * g.w) {
+        for &(ylo, yhi, iy0) in &r.ys {
+            for &(lo, hi, ix0) in &r.xs {
+                let src = rows.next().expect("one row per (channel, tap)");
+                for oy in ylo..yhi {
+                    let seg = &src[oy * ow + lo..oy * ow + hi];
+                    let iy = iy0 + (oy - ylo) * g.stride[0];
+                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+                    if sx == 1 {
+                        for (d, &v) in dst[ix0..ix0 + (hi - lo)].iter_mut().zip(seg) {
+                            *d += v;
+                        }
+                    } else {
+                        for (j, &v) in seg.iter().enumerate() {
+                            dst[ix0 + j * sx] += v;
+                        }
+                    }
                 }
             }
         }
     }
 }
+
+/// Per-sample scratch of [`backward`]: `X_col` and `Wᵀ ∂Y_b`.
+type Bufs = (Vec<f32>, Vec<f32>);
 
 /// A row-major matrix view: `data[r·rs + c·cs]` for `r < rows`, `c < cols`.
 #[derive(Debug, Clone, Copy)]
@@ -293,8 +330,10 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     }
     let (over_batch, par) = split(batch);
     let w = Mat::new(weight, g.c_out, cl);
+    let runs = Runs::new(g);
+    // `col` buffers start zeroed and only the in-image entries are ever written
     let one = |(xb, yb): (&[f32], &mut [f32]), col: &mut Vec<f32>| {
-        im2col(g, xb, col);
+        im2col_runs(g, &runs, xb, col, false);
         matmul(yb, w, Mat::new(col, cl, sp), false, par);
         if let Some(bias) = bias {
             for (row, &b) in yb.chunks_exact_mut(sp).zip(bias) {
@@ -340,24 +379,26 @@ pub fn backward(
         // no output pixel: nothing depends on x or w
         return (dx, want_dw.then(|| vec![0.0f32; wl]));
     }
-    // One sample: dx_b = col2im(Wᵀ dy_b); dW += dy_b X_colᵀ.
-    let one =
-        |xb: &[f32], dyb: &[f32], dxb: Option<&mut [f32]>, dw: &mut [f32], col: &mut [f32]| {
-            let dyb = Mat::new(dyb, g.c_out, sp);
-            if want_dw {
-                im2col(g, xb, col);
-                matmul(dw, dyb, Mat::new(col, cl, sp).t(), true, par);
-            }
-            if let Some(dxb) = dxb {
-                matmul(col, w.t(), dyb, false, par);
-                col2im(g, col, dxb);
-            }
-        };
+    let runs = Runs::new(g);
+    // One sample: dx_b = col2im(Wᵀ dy_b); dW += dy_b X_colᵀ. `bufs` = (X_col, Wᵀ dy_b); the
+    // first starts zeroed and only its in-image entries are written (as in `forward`).
+    let one = |xb: &[f32], dyb: &[f32], dxb: Option<&mut [f32]>, dw: &mut [f32], b: &mut Bufs| {
+        let dyb = Mat::new(dyb, g.c_out, sp);
+        if want_dw {
+            im2col_runs(g, &runs, xb, &mut b.0, false);
+            matmul(dw, dyb, Mat::new(&b.0, cl, sp).t(), true, par);
+        }
+        if let Some(dxb) = dxb {
+            matmul(&mut b.1, w.t(), dyb, false, par);
+            col2im_runs(g, &runs, &b.1, dxb);
+        }
+    };
+    let bufs = || (vec![0.0f32; cl * sp], vec![0.0f32; cl * sp]);
     let dw = if over_batch {
-        let init = || (vec![0.0f32; wl], vec![0.0f32; cl * sp]);
-        let partial = |(mut dw, mut col): (Vec<f32>, Vec<f32>), xb: &[f32], dyb: &[f32], dxb| {
-            one(xb, dyb, dxb, &mut dw, &mut col);
-            (dw, col)
+        let init = || (vec![0.0f32; wl], bufs());
+        let partial = |(mut dw, mut b): (Vec<f32>, Bufs), xb: &[f32], dyb: &[f32], dxb| {
+            one(xb, dyb, dxb, &mut dw, &mut b);
+            (dw, b)
         };
         let sum = |mut a: Vec<f32>, b: Vec<f32>| {
             a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
@@ -378,10 +419,10 @@ pub fn backward(
                 .reduce(|| vec![0.0f32; wl], sum),
         }
     } else {
-        let (mut dw, mut col) = (vec![0.0f32; wl], vec![0.0f32; cl * sp]);
+        let (mut dw, mut b) = (vec![0.0f32; wl], bufs());
         for (bi, (xb, dyb)) in x.chunks(xl).zip(dy.chunks(g.c_out * sp)).enumerate() {
             let dxb = dx.as_mut().map(|d| &mut d[bi * xl..(bi + 1) * xl]);
-            one(xb, dyb, dxb, &mut dw, &mut col);
+            one(xb, dyb, dxb, &mut dw, &mut b);
         }
         dw
     };
