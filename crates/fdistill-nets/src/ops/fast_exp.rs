@@ -45,7 +45,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5; // Cephes: 5.0000001e-1, which is 0.5 in f32
     let e_r = p * r * r + r + 1.0;
     // t's bits are those of 1.5·2²³ plus n (|n| < 2²²): the exponent field of 2ⁿ is n + 127.
     let two_n = f32::from_bits(
