@@ -1,5 +1,5 @@
 //! A branch-free `exp` for `f32` that the compiler vectorises, for the logistic function
-//! inside the CPU kernels ([`super::silu`], [`super::group_norm`]).
+//! inside the CPU kernels ([`super::silu()`], [`super::group_norm()`]).
 //!
 //! Cody–Waite range reduction and the Cephes `expf` polynomial:
 //!

@@ -12,7 +12,7 @@
 //!
 //! On `Autodiff<Flex>` and `Flex` it runs the kernels below; on every other backend it is
 //! burn's `silu`, which is also what the kernels are tested against. The backend is
-//! recognised at run time by its type, as in [`super::group_norm`].
+//! recognised at run time by its type, as in [`super::group_norm()`].
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
