@@ -90,6 +90,7 @@ pub fn conv2d_with<B: Backend>(
 #[cfg(feature = "flex")]
 mod flex {
     use super::super::conv_gemm::{self, Geometry};
+    use super::super::values;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -100,19 +101,6 @@ mod flex {
     use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
     type Ad = Autodiff<Flex>;
-
-    /// Contiguous f32 values of a flex tensor (copied only if it is a strided view).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(
-                t.to_contiguous()
-                    .as_slice::<f32>()
-                    .expect("contiguous")
-                    .to_vec(),
-            ),
-        }
-    }
 
     /// The kernels' geometry of `x` `[b, c_in, h, w]` and `weight` `[c_out, c_in, k_h, k_w]`.
     fn geometry(x: &[usize], weight: &[usize], options: &ConvOptions<2>) -> Geometry {

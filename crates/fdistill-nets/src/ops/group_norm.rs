@@ -230,13 +230,14 @@ pub fn group_norm_reference<B: Backend>(
 mod flex {
     //! The kernels on burn-flex tensors and their autodiff node.
 
+    use super::super::{flex_tensor, values};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{Tensor, TensorPrimitive};
     use rayon::prelude::*;
 
     type Ad = Autodiff<Flex>;
@@ -254,23 +255,6 @@ mod flex {
         fn per_group(&self) -> usize {
             self.c / self.groups
         }
-    }
-
-    /// Contiguous f32 values of a flex tensor (copied only if it is a strided view).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(
-                t.to_contiguous()
-                    .as_slice::<f32>()
-                    .expect("contiguous")
-                    .to_vec(),
-            ),
-        }
-    }
-
-    fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
     }
 
     /// `1 + s` and `t` per (sample, channel), or `1` and `0`.

@@ -22,3 +22,24 @@ fn same<T: std::any::Any, U: std::any::Any>(t: T) -> U {
         .downcast::<U>()
         .expect("the caller compared the TypeIds")
 }
+
+/// Contiguous f32 values of a flex tensor (copied only if it is a strided view): how the CPU
+/// kernels read their inputs.
+#[cfg(feature = "flex")]
+fn values(t: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous")
+                .to_vec(),
+        ),
+    }
+}
+
+/// A flex tensor of `shape` holding `values` (row-major): how the CPU kernels return results.
+#[cfg(feature = "flex")]
+fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> burn::backend::flex::FlexTensor {
+    burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
+}

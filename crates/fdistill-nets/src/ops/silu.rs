@@ -42,13 +42,14 @@ mod flex {
     //! The kernels on burn-flex tensors and their autodiff node.
 
     use super::super::fast_exp::{exp, sigmoid};
+    use super::super::{flex_tensor, values};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Autodiff, Flex};
-    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{Tensor, TensorPrimitive};
     use rayon::prelude::*;
 
     type Ad = Autodiff<Flex>;
@@ -57,19 +58,6 @@ mod flex {
     /// more than it saves on the MLPs' `[256, 128]` activations.
     const PARALLEL_MIN: usize = 1 << 16;
     const CHUNK: usize = 1 << 14;
-
-    /// Contiguous f32 values of a flex tensor (copied only if it is a strided view).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(
-                t.to_contiguous()
-                    .as_slice::<f32>()
-                    .expect("contiguous")
-                    .to_vec(),
-            ),
-        }
-    }
 
     fn forward_chunk(x: &[f32], y: &mut [f32]) {
         for (yv, &xv) in y.iter_mut().zip(x) {
@@ -111,10 +99,6 @@ mod flex {
             backward_chunk(x, dy, &mut dx);
         }
         dx
-    }
-
-    fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
     }
 
     #[derive(Debug)]
