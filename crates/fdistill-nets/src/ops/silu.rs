@@ -302,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn a_detached_input_builds_no_graph() {
+    fn the_untracked_path_gives_the_tracked_values() {
         // The untracked branch returns the same values as the tracked one.
         let device = Default::default();
         let x = Tensor::<A, 1>::from_floats([-3.0, -0.5, 0.0, 0.5, 3.0], &device);
