@@ -262,9 +262,28 @@ impl<'a> Mat<'a> {
 
 /// `dst = a·b` (or `dst += a·b` with `accumulate`), `dst` row-major `[a.rows, b.cols]`.
 fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+    let n = b.cols;
+    matmul_into(dst, (n, 1), a, b, accumulate, par);
+}
+
+/// [`matmul`] into `dst` `[a.rows, b.cols]` with strides `(rs, cs)` = `dst_strides`, which
+/// must be `(b.cols, 1)` (row-major) or `(1, a.rows)` (column-major).
+fn matmul_into(
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    par: Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (dst_rs, dst_cs) = dst_strides;
     assert!(
-        b.rows == k && dst.len() == m * n && a.fits() && b.fits(),
+        (dst_strides == (n, 1) || dst_strides == (1, m))
+            && b.rows == k
+            && dst.len() == m * n
+            && a.fits()
+            && b.fits(),
         "matmul: [{m}, {k}]·[{}, {n}] into {} values",
         b.rows,
         dst.len()
@@ -287,8 +306,8 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -303,6 +322,28 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
             false,
             par,
         );
+    }
+}
+
+/// `dst = srcᵀ`: `src` row-major `[rows, cols]`, `dst` row-major `[cols, rows]`, in square
+/// tiles so that both sides stay in cache.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 16;
+    assert!(
+        src.len() >= rows * cols && dst.len() >= rows * cols,
+        "transpose: buffer sizes"
+    );
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let row = &src[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(row) {
+                    dst[c * rows + r] = v;
+                }
+            }
+        }
     }
 }
 
@@ -386,7 +427,11 @@ pub fn backward(
         let dyb = Mat::new(dyb, g.c_out, sp);
         if want_dw {
             im2col_runs(g, &runs, xb, &mut b.0, false);
-            matmul(dw, dyb, Mat::new(&b.0, cl, sp).t(), true, par);
+            // `dw` is accumulated column-major (`[cl, c_out]` row-major, transposed once at the
+            // end): with a row-major destination the GEMM would pack the strided view X_colᵀ
+            // one scalar at a time, a third of the 32×32 teacher step (docs/performance.md,
+            // change 9); column-major, it reads X_colᵀ in place and packs only `dy_b`.
+            matmul_into(dw, (1, g.c_out), dyb, Mat::new(&b.0, cl, sp).t(), true, par);
         }
         if let Some(dxb) = dxb {
             matmul(&mut b.1, w.t(), dyb, false, par);
@@ -426,7 +471,12 @@ pub fn backward(
         }
         dw
     };
-    (dx, want_dw.then_some(dw))
+    let dw = want_dw.then(|| {
+        let mut out = vec![0.0f32; wl];
+        transpose(&dw, cl, g.c_out, &mut out);
+        out
+    });
+    (dx, dw)
 }
 
 #[cfg(test)]
@@ -493,6 +543,41 @@ mod tests {
             g(1, 4, 4, 2, [5, 5], [1, 1], [0, 0], [1, 1]), // kernel larger than the image: h' = 0
             g(2, 3, 9, 3, [3, 3], [1, 3], [2, 2], [1, 2]),
         ]
+    }
+
+    #[test]
+    fn matmul_into_either_destination_layout_and_transpose() {
+        // [m, k]·[k, n] against the sum written out, with `b` given as a transposed view (the
+        // weight gradient's operand), into a row-major and a column-major destination, with
+        // and without accumulation; sizes straddle the GEMM's register tiles.
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 2), (17, 33, 9), (32, 288, 40)] {
+            let a = values(m * k, 7);
+            let bt = values(n * k, 8); // bᵀ stored row-major [n, k]
+            let want = |i: usize, j: usize| -> f64 {
+                (0..k)
+                    .map(|l| a[i * k + l] as f64 * bt[j * k + l] as f64)
+                    .sum()
+            };
+            let (am, bm) = (Mat::new(&a, m, k), Mat::new(&bt, n, k).t());
+            let mut row = vec![0.0f32; m * n];
+            matmul_into(&mut row, (n, 1), am, bm, false, Parallelism::None);
+            let mut col = vec![1.0f32; m * n]; // accumulates onto ones
+            matmul_into(&mut col, (1, m), am, bm, true, Parallelism::None);
+            let mut col_t = vec![0.0f32; m * n];
+            transpose(&col, n, m, &mut col_t); // column-major [m, n] = row-major [n, m]
+            for i in 0..m {
+                for j in 0..n {
+                    let e = want(i, j);
+                    let tol = 1e-5 * (1.0 + e.abs());
+                    assert!(
+                        (row[i * n + j] as f64 - e).abs() < tol,
+                        "row-major {m}x{k}x{n}"
+                    );
+                    let c = col_t[i * n + j] as f64 - 1.0;
+                    assert!((c - e).abs() < tol, "column-major {m}x{k}x{n} [{i},{j}]");
+                }
+            }
+        }
     }
 
     #[test]
