@@ -1,0 +1,69 @@
+//! The smallest multi-node use of burn-collective 0.21, with nothing of fdistill: two
+//! processes on loopback, one device each, one all-reduce (mean) of a 4-element tensor.
+//! Node 0 also serves the global orchestrator. Each node prints what it reached.
+//!
+//! ```sh
+//! cargo run -p fdistill-train --features collective --example collective_two_nodes -- 0 &
+//! cargo run -p fdistill-train --features collective --example collective_two_nodes -- 1
+//! ```
+//!
+//! Expected: both print `[1.5, 1.5, 1.5, 1.5]` (the mean of 1 and 2) and exit. What happens
+//! instead is recorded in `docs/performance.md` (section "Upstream").
+
+use std::time::{Duration, Instant};
+
+use burn::backend::Flex;
+use burn::collective::{
+    CollectiveConfig, PeerId, ReduceOperation, all_reduce, finish_collective, register,
+};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rank: u32 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|r| *r < 2)
+        .unwrap_or_else(|| {
+            eprintln!("usage: collective_two_nodes RANK (0 or 1) [BASE_PORT, default 3100]");
+            std::process::exit(2)
+        });
+    let base: u16 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3100);
+    let t0 = Instant::now();
+    let say = |what: &str| eprintln!("[{:6.2} s] node {rank}: {what}", t0.elapsed().as_secs_f64());
+    if rank == 0 {
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(burn_collective::start_global_orchestrator(base))
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        say(&format!("orchestrator on ws://127.0.0.1:{base}"));
+    }
+    let port = base + 1 + rank as u16;
+    let address = |p: u16| {
+        format!("ws://127.0.0.1:{p}")
+            .parse::<burn_communication::Address>()
+            .expect("an address")
+    };
+    let config = CollectiveConfig::default()
+        .with_num_devices(1)
+        .with_num_nodes(2)
+        .with_global_address(address(base))
+        .with_node_address(address(port))
+        .with_data_service_port(port);
+    let device = Default::default();
+    let peer = PeerId::from(rank);
+    register::<Flex>(peer, device, config).expect("register");
+    say("registered");
+    let t = Tensor::<Flex, 1>::from_floats([rank as f32 + 1.0; 4], &device);
+    let r = all_reduce::<Flex>(peer, t.into_primitive().tensor(), ReduceOperation::Mean)
+        .expect("all-reduce");
+    let r = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(r));
+    say(&format!(
+        "all-reduce {:?}",
+        r.into_data().to_vec::<f32>().unwrap()
+    ));
+    finish_collective::<Flex>(peer).expect("finish");
+    say("finished");
+}
