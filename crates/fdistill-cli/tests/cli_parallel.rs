@@ -285,8 +285,9 @@ fn free_port() -> u16 {
 /// Two processes on loopback, one device each, joined by burn-collective's orchestrator:
 /// the same weights as one device with the same global batch.
 #[test]
-#[ignore = "burn-collective 0.21's multi-node all-reduce does not complete on loopback \
-            (docs/performance.md, upstream section); run with --ignored to retry"]
+#[ignore = "burn-collective 0.21: the second global all-reduce of a multi-node session never \
+            completes (examples/collective_two_nodes.rs; docs/performance.md, Upstream item 6); \
+            run with --ignored to retry after an upgrade"]
 fn two_processes_on_loopback_train_as_one_device() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};

@@ -354,6 +354,10 @@ pub trait DataParallel<B: AutodiffBackend> {
 /// Where this process sits in a run over several machines (nodes). Every node runs the same
 /// command with the same number of devices; node 0 also runs burn-collective's global
 /// orchestrator on the port of [`orchestrator`](Self::orchestrator).
+///
+/// **burn-collective 0.21 limit:** its global all-reduce completes once per session; the
+/// second never returns (`examples/collective_two_nodes.rs`, `docs/performance.md`), so a
+/// multi-node run stops in its first step. Several devices of one node are not affected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
     /// Number of nodes (processes), ≥ 1.
