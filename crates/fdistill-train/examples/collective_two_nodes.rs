@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use burn::backend::Flex;
 use burn::collective::{
-    AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation, all_reduce, finish_collective, register,
+    AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation, all_reduce, finish_collective,
+    register,
 };
 use burn::tensor::{Tensor, TensorPrimitive};
 
@@ -76,7 +77,10 @@ fn main() {
             .expect("all-reduce");
         let r = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(r));
         let v = r.into_data().to_vec::<f32>().unwrap();
-        say(&format!("all-reduce #{i} of {n} elements: {:?}", &v[..n.min(4)]));
+        say(&format!(
+            "all-reduce #{i} of {n} elements: {:?}",
+            &v[..n.min(4)]
+        ));
     }
     finish_collective::<Flex>(peer).expect("finish");
     say("finished");

@@ -110,7 +110,7 @@ impl<B: Backend> Shard<B> {
 
     /// Checks that a global batch of `batch` rows splits evenly over the workers.
     pub fn check_batch(&self, batch: usize, what: &str) -> Result<(), DistillError> {
-        if batch % self.world != 0 {
+        if !batch.is_multiple_of(self.world) {
             return Err(DistillError::Config(format!(
                 "{what} ({batch}) must be a multiple of the number of workers ({}), so every \
                  device takes the same share of the global batch; use {} or {}",

@@ -416,6 +416,8 @@ enum Devices<B: AutodiffBackend> {
 }
 
 /// The networks of a student run: teacher, generator / fake-score initialisation, head.
+// Built once per device and unpacked at once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Built<B: AutodiffBackend> {
     Mlp(MlpDenoiser<B>, MlpDenoiser<B>, Option<MlpDiscriminator<B>>),
     Unet(UNet<B>, UNet<B>, Option<ConvDiscriminator<B>>),

@@ -216,7 +216,7 @@ where
             let handle = std::thread::Builder::new()
                 .name(format!("fdistill-rank{rank}"))
                 .spawn_scoped(s, move || {
-                    let r = replica::<B, T, _>(
+                    let r = replica::<B, T, _, _>(
                         rank, world, &device, collective, gate, make, config, run, resume, observe,
                     );
                     outcome.send(r);
@@ -277,13 +277,13 @@ where
 /// One worker: build the replica, register with the collective, share rank 0's weights,
 /// then the loop (writing on rank 0 only).
 #[allow(clippy::too_many_arguments)]
-fn replica<B, T, O>(
+fn replica<B, T, Mk, O>(
     rank: usize,
     world: usize,
     device: &B::Device,
     collective: &CollectiveConfig,
     gate: &BuildGate,
-    make: &(dyn Fn(usize, &B::Device) -> Result<T, DistillError> + Sync),
+    make: &Mk,
     config: &DriverConfig,
     run: &RunDir,
     resume: bool,
@@ -292,6 +292,7 @@ fn replica<B, T, O>(
 where
     B: AutodiffBackend,
     T: Trainable + DataParallel<B>,
+    Mk: Fn(usize, &B::Device) -> Result<T, DistillError>,
     O: FnMut(&StepReport<'_, T::Metrics>) -> Result<(), BoxError>,
 {
     let built = make(rank, device);
