@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 bin="${FDISTILL_BIN:-}"
 if [ -z "$bin" ]; then
-  cargo build --release -q -p fdistill-cli --features collective
+  cargo build --release -q -p fdistill-cli
   bin=target/release/fdistill
 fi
 export RAYON_NUM_THREADS="${THREADS:-2}"
