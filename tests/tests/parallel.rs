@@ -464,3 +464,95 @@ fn a_failing_replica_stops_the_others_with_its_error() {
     .to_string();
     assert!(e.contains("replica 1 has no memory left"), "{e}");
 }
+
+/// A data-parallel run stopped at a checkpoint and resumed on the same devices writes the
+/// same checkpoint and metrics, byte for byte, as one never stopped (two workers' mean is
+/// `(a + b) / 2` whichever arrives first, so it is deterministic).
+#[test]
+fn two_workers_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    let config = TeacherConfig {
+        checkpoint_every: 3,
+        ..teacher_config()
+    };
+    let data = data();
+    let device = Default::default();
+    let run = |dir: &Path, steps: usize, resume: bool| {
+        let driver = TeacherConfig {
+            steps,
+            ..config.clone()
+        }
+        .driver();
+        let run = RunDir::create(dir).unwrap();
+        run_training_on::<B, _, _, _>(
+            &[device, device],
+            &Cluster::single(),
+            &driver,
+            &run,
+            resume,
+            |rank, d| {
+                EdmTeacher::new(net(7 + rank as u64), &data, &config, d)
+                    .map_err(|e| DistillError::Setup(e.to_string()))
+            },
+            |_| Ok(()),
+        )
+        .unwrap()
+    };
+    run(&whole, 6, false);
+    run(&parts, 3, false);
+    let s = run(&parts, 6, true);
+    assert_eq!((s.first_step, s.last_step), (4, 6));
+    for f in [
+        "metrics.jsonl",
+        "checkpoint/model.safetensors",
+        "checkpoint/ema.safetensors",
+        "checkpoint/optim.safetensors",
+        "checkpoint/driver.json",
+    ] {
+        assert_eq!(
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(parts.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+/// The same for f-distill: normaliser state, EMA and every AdamW state resume exactly.
+#[test]
+fn two_workers_resume_distillation_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    let device = Default::default();
+    let run = |dir: &Path, steps: usize, resume: bool| {
+        let mut driver = distill_config().driver;
+        driver.steps = steps;
+        driver.checkpoint_every = 4;
+        run_distillation_on::<B, _, _, _>(
+            &[device, device],
+            &Cluster::single(),
+            &driver,
+            &RunDir::create(dir).unwrap(),
+            resume,
+            |rank, d| method(21 + rank as u64, d),
+            |_| Ok(()),
+        )
+        .unwrap()
+    };
+    run(&whole, 8, false);
+    run(&parts, 4, false);
+    let s = run(&parts, 8, true);
+    assert_eq!((s.first_step, s.last_step), (5, 8));
+    let mut files = vec![
+        "metrics.jsonl".to_string(),
+        "checkpoint/fdistill.json".into(),
+    ];
+    files.extend(DISTILL_FILES.iter().map(|f| format!("checkpoint/{f}")));
+    for f in files {
+        assert_eq!(
+            std::fs::read(whole.join(&f)).unwrap(),
+            std::fs::read(parts.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+}
