@@ -95,6 +95,23 @@ pub enum DeviceError {
     /// `cuda:N` with a bad N.
     #[error("bad CUDA device index in `{0}`; write cuda:0, cuda:1, ...")]
     BadIndex(String),
+    /// `--devices` with no device in it.
+    #[error("--devices `{0}` names no device; write e.g. cuda:0,cuda:1 or flex,flex")]
+    NoDevices(String),
+    /// `--devices` with an empty entry (`flex,,flex`).
+    #[error("--devices `{0}` has an empty entry; remove the extra comma")]
+    EmptyEntry(String),
+    /// `--devices` mixing backends: one run's replicas share one backend type.
+    #[error(
+        "--devices mixes `{first}` and `{other}`; every device of a run must be of one backend \
+         (e.g. cuda:0,cuda:1 or flex,flex)"
+    )]
+    MixedBackends {
+        /// The first device.
+        first: String,
+        /// The first device of another backend.
+        other: String,
+    },
     /// The backend exists but this binary was built without it.
     #[error(
         "device `{spec}` needs the `{feature}` backend, which this build does not include; \
@@ -127,6 +144,33 @@ impl FromStr for DeviceSpec {
             },
         }
     }
+}
+
+/// Parses a `--devices` list: comma-separated device strings of one backend, one worker
+/// each (`flex,flex`, `cuda:0,cuda:1`; `cuda:0,cuda:0` puts two workers on one GPU). An
+/// empty list or item, an unknown device or a mix of backends is an error that says so.
+pub fn parse_devices(list: &str) -> Result<Vec<DeviceSpec>, DeviceError> {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    if items.iter().all(|s| s.is_empty()) {
+        return Err(DeviceError::NoDevices(list.to_string()));
+    }
+    let mut specs = Vec::with_capacity(items.len());
+    for item in items {
+        if item.is_empty() {
+            return Err(DeviceError::EmptyEntry(list.to_string()));
+        }
+        let spec: DeviceSpec = item.parse()?;
+        if let Some(first) = specs.first()
+            && std::mem::discriminant(first) != std::mem::discriminant(&spec)
+        {
+            return Err(DeviceError::MixedBackends {
+                first: first.to_string(),
+                other: spec.to_string(),
+            });
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
 }
 
 /// `--threads N` errors.
@@ -167,6 +211,70 @@ pub trait BackendTask {
     type Output;
     /// Runs on backend `B`, device `device`.
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Work on several devices of one backend (data-parallel training): [`dispatch_devices`]
+/// monomorphises it.
+pub trait DevicesTask {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B` with one device per worker.
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// Runs `task` on the backend of `specs` (from [`parse_devices`]: non-empty, one backend),
+/// with one device of that backend per entry.
+pub fn dispatch_devices<T: DevicesTask>(
+    specs: &[DeviceSpec],
+    task: T,
+) -> Result<T::Output, DeviceError> {
+    let Some(first) = specs.first() else {
+        return Err(DeviceError::NoDevices(String::new()));
+    };
+    if let Some(other) = specs
+        .iter()
+        .find(|s| std::mem::discriminant(*s) != std::mem::discriminant(first))
+    {
+        return Err(DeviceError::MixedBackends {
+            first: first.to_string(),
+            other: other.to_string(),
+        });
+    }
+    if !first.is_compiled() {
+        return Err(DeviceError::NotCompiled {
+            spec: first.to_string(),
+            feature: first.feature(),
+        });
+    }
+    let n = specs.len();
+    #[allow(unreachable_patterns)]
+    match *first {
+        #[cfg(feature = "flex")]
+        DeviceSpec::Flex => {
+            Ok(task
+                .run::<burn::backend::Autodiff<burn::backend::Flex>>(vec![Default::default(); n]))
+        }
+        #[cfg(feature = "candle")]
+        DeviceSpec::Candle => Ok(task.run::<burn::backend::Autodiff<burn::backend::Candle>>(
+            vec![burn::backend::candle::CandleDevice::Cpu; n],
+        )),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => Ok(task.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+            specs
+                .iter()
+                .map(|s| match s {
+                    DeviceSpec::Cuda(index) => burn::backend::cuda::CudaDevice { index: *index },
+                    _ => unreachable!("one backend, checked above"),
+                })
+                .collect(),
+        )),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu => {
+            Ok(task
+                .run::<burn::backend::Autodiff<burn::backend::Wgpu>>(vec![Default::default(); n]))
+        }
+        _ => unreachable!("is_compiled() returned true for {first}"),
+    }
 }
 
 /// The CPU backend tests and examples use: `Autodiff<Flex>`.
@@ -234,6 +342,47 @@ mod tests {
     fn zero_threads_is_refused_with_the_fix() {
         let e = set_cpu_threads(0).unwrap_err().to_string();
         assert!(e.contains("≥ 1") && e.contains("omit it"), "{e}");
+    }
+
+    #[test]
+    fn device_lists_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_devices("flex,flex").unwrap(),
+            vec![DeviceSpec::Flex, DeviceSpec::Flex]
+        );
+        assert_eq!(
+            parse_devices(" cuda:0 , cuda:1 ").unwrap(),
+            vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]
+        );
+        assert_eq!(parse_devices("cuda").unwrap(), vec![DeviceSpec::Cuda(0)]);
+        let e = parse_devices("").unwrap_err().to_string();
+        assert!(e.contains("names no device"), "{e}");
+        let e = parse_devices("flex,,flex").unwrap_err().to_string();
+        assert!(e.contains("empty entry"), "{e}");
+        let e = parse_devices("cuda:0,flex").unwrap_err().to_string();
+        assert!(e.contains("mixes `cuda:0` and `flex`"), "{e}");
+        let e = parse_devices("flex,tpu").unwrap_err().to_string();
+        assert!(e.contains("unknown device `tpu`"), "{e}");
+        let e = parse_devices("cuda:0,cuda:x").unwrap_err().to_string();
+        assert!(e.contains("cuda:x"), "{e}");
+    }
+
+    struct Count;
+    impl DevicesTask for Count {
+        type Output = usize;
+        fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> usize {
+            devices.len()
+        }
+    }
+
+    #[test]
+    fn dispatch_devices_gives_one_device_per_entry() {
+        let specs = parse_devices("flex,flex,flex").unwrap();
+        assert_eq!(dispatch_devices(&specs, Count).unwrap(), 3);
+        assert!(matches!(
+            dispatch_devices(&[], Count),
+            Err(DeviceError::NoDevices(_))
+        ));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   reverse KL is DMD/DMD2/Diff-Instruct) and VarDiU ([`distill::vardiu`]);
 //! - [`teacher`]: the EDM teacher trainer;
 //! - [`checkpoint`]: run directories and atomic checkpoints;
-//! - [`guard`]: one writer per run directory (advisory lock, refusal of an existing run).
+//! - [`guard`]: one writer per run directory (advisory lock, refusal of an existing run);
+//! - [`parallel`]: data-parallel training on several devices and machines (the all-reduce
+//!   itself needs the cargo feature `collective`: burn-collective).
 //!
 //! See `SPEC.md` §2–§5, §7.
 //!
@@ -28,4 +30,5 @@
 pub mod checkpoint;
 pub mod distill;
 pub mod guard;
+pub mod parallel;
 pub mod teacher;

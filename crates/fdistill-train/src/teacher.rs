@@ -33,6 +33,7 @@ use crate::distill::driver::{
     AdamWOptimizer, DriverConfig, StepMetrics, Trainable, adamw, latest_checkpoint, load_trained,
     save_trained,
 };
+use crate::parallel::{DataParallel, Reduce, Shard};
 use fdistill_core::EdmDenoiser;
 use fdistill_core::losses::edm::edm_loss;
 use fdistill_core::random::standard_normal;
@@ -260,6 +261,9 @@ fn batch_tensor<B: Backend, const D: usize>(
 /// $\lambda(\sigma)\\,\lVert D(y + \sigma n; \sigma) - y\rVert^2$, one AdamW step and the EMA
 /// update with decay [`ema_decay`]. Returns the new weights and EMA weights, the loss and the
 /// decay; a non-finite loss returns the weights untouched (the caller stops).
+///
+/// With a `shard` (data-parallel, [`crate::parallel`]) the whole batch is drawn, this replica
+/// keeps its rows, and the loss and gradients are averaged over the replicas.
 #[allow(clippy::too_many_arguments)]
 fn edm_step<B, M>(
     model: M,
@@ -270,7 +274,8 @@ fn edm_step<B, M>(
     device: &B::Device,
     step: usize,
     rng: &mut ChaCha8Rng,
-) -> (M, M::InnerModule, TeacherMetrics)
+    shard: Option<&Shard<B::InnerBackend>>,
+) -> Result<(M, M::InnerModule, TeacherMetrics), DistillError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + EdmDenoiser<B>,
@@ -279,35 +284,56 @@ where
     let sigma_data = model.sigma_data();
     // 1. a batch: clean data y (with its class labels, for labelled data), noise levels ln σ ~ N(P_mean, P_std²), noise n ~ N(0, I)
     let (y, labels) = data.sample_labelled(batch, rng);
-    let y = batch_tensor::<B, 2>(y, [batch, dim], device);
+    let sigma = sample_training_sigmas(batch, config.p_mean, config.p_std, rng);
+    let noise = standard_normal(batch * dim, rng);
+    // This replica's rows of the global batch (all of them on one device).
+    let (y, labels, sigma, noise, rows) = match shard {
+        Some(s) => (
+            s.take_rows(&y, dim),
+            labels.map(|l| s.take_rows(&l, 1)),
+            s.take_rows(&sigma, 1),
+            s.take_rows(&noise, dim),
+            s.rows(batch).len(),
+        ),
+        None => (y, labels, sigma, noise, batch),
+    };
+    let y = batch_tensor::<B, 2>(y, [rows, dim], device);
     let labels = labels.map(|l| {
         let l: Vec<i64> = l.into_iter().map(i64::from).collect();
-        Tensor::<B, 1, Int>::from_data(TensorData::new(l, [batch]), device)
+        Tensor::<B, 1, Int>::from_data(TensorData::new(l, [rows]), device)
     });
-    let sigma = batch_tensor::<B, 1>(
-        sample_training_sigmas(batch, config.p_mean, config.p_std, rng),
-        [batch],
-        device,
-    );
-    let noise = batch_tensor::<B, 2>(standard_normal(batch * dim, rng), [batch, dim], device);
+    let sigma = batch_tensor::<B, 1>(sigma, [rows], device);
+    let noise = batch_tensor::<B, 2>(noise, [rows, dim], device);
 
     // 2. EDM loss λ(σ) ‖D(y + σn; σ, label) − y‖², one AdamW step
     let loss = edm_loss(&model, y, sigma, noise, sigma_data, labels);
-    let value = fdistill_core::host::read_scalar(loss.clone());
+    let value = match shard {
+        Some(s) => {
+            fdistill_core::host::read_scalar(s.all_reduce(loss.clone().inner(), Reduce::Mean)?)
+        }
+        None => fdistill_core::host::read_scalar(loss.clone()),
+    };
     let beta = ema_decay(config.ema_beta, step);
-    let metrics = TeacherMetrics {
+    let mut metrics = TeacherMetrics {
         loss: value,
         ema_beta: beta,
+        allreduce_s: 0.0,
     };
     if !value.is_finite() {
-        return (model, ema, metrics);
+        metrics.allreduce_s = shard.map_or(0.0, |s| s.take_comm_seconds());
+        return Ok((model, ema, metrics));
     }
     let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let grads = match shard {
+        Some(s) => s.mean_grads::<B, M>(&model, grads)?,
+        None => grads,
+    };
     let model = optim.step(config.lr, model, grads);
 
     // 3. EMA of the weights
     let ema = ema_update(ema, &model.valid(), beta);
-    (model, ema, metrics)
+    metrics.allreduce_s = shard.map_or(0.0, |s| s.take_comm_seconds());
+    Ok((model, ema, metrics))
 }
 
 /// Checks the config and that the network fits the data.
@@ -364,7 +390,9 @@ where
             device,
             step,
             &mut state.rng,
-        );
+            None,
+        )
+        .map_err(|e| TeacherError::Observer(Box::new(e)))?;
         if !m.loss.is_finite() {
             return Err(TeacherError::NonFinite { step, loss: m.loss });
         }
@@ -390,11 +418,19 @@ pub struct TeacherMetrics {
     pub loss: f64,
     /// The EMA decay used at this step.
     pub ema_beta: f64,
+    /// Data-parallel runs: seconds in all-reduces this step (`timing.jsonl`, not
+    /// `metrics.jsonl`: a wall-clock time).
+    #[serde(skip)]
+    pub allreduce_s: f64,
 }
 
 impl StepMetrics for TeacherMetrics {
     fn non_finite(&self) -> Option<(String, f64)> {
         (!self.loss.is_finite()).then(|| ("teacher loss".to_string(), self.loss))
+    }
+
+    fn wall_times(&self) -> Option<serde_json::Value> {
+        (self.allreduce_s > 0.0).then(|| serde_json::json!({ "allreduce_s": self.allreduce_s }))
     }
 }
 
@@ -426,6 +462,8 @@ pub struct EdmTeacher<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
     optim: AdamWOptimizer<B, M>,
     step: usize,
     last: TeacherMetrics,
+    /// This replica's place in a data-parallel run (none on one device).
+    shard: Option<Shard<B::InnerBackend>>,
 }
 
 impl<'a, B, M> EdmTeacher<'a, B, M>
@@ -453,7 +491,9 @@ where
             last: TeacherMetrics {
                 loss: f64::NAN,
                 ema_beta: 0.0,
+                allreduce_s: 0.0,
             },
+            shard: None,
         })
     }
 
@@ -494,7 +534,8 @@ where
             &self.device,
             step,
             rng,
-        );
+            self.shard.as_ref(),
+        )?;
         self.model = Some(model);
         self.ema = Some(ema);
         self.step = step;
@@ -539,12 +580,29 @@ where
         self.last = TeacherMetrics {
             loss: state.loss,
             ema_beta: state.ema_beta,
+            allreduce_s: 0.0,
         };
         Ok(())
     }
 
     fn non_finite_hint(&self) -> &'static str {
         "Lower the learning rate (lr) or check the data's scale"
+    }
+}
+
+impl<B, M> DataParallel<B> for EdmTeacher<'_, B, M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + EdmDenoiser<B>,
+{
+    fn set_shard(&mut self, shard: Shard<B::InnerBackend>) -> Result<(), DistillError> {
+        shard.check_batch(self.config.batch_size, "batch_size")?;
+        let model = self.model.take().expect("model present between steps");
+        let model = shard.broadcast_module::<B, M>(model)?;
+        self.ema = Some(model.valid());
+        self.model = Some(model);
+        self.shard = Some(shard);
+        Ok(())
     }
 }
 

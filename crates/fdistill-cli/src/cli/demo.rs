@@ -123,6 +123,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             device: args.device.clone(),
             resume,
             overwrite: stage == Stage::Overwrite,
+            parallel: Default::default(),
         })?;
     }
 
@@ -156,6 +157,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             quiet: false,
             method: Default::default(),
             vardiu: Default::default(),
+            parallel: Default::default(),
         })?
         .expect("not a dry run");
         train_s.push(Some(outcome.elapsed_s));

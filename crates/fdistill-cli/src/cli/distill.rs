@@ -8,27 +8,30 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
-use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::backends::{BackendTask, DeviceSpec, DevicesTask, dispatch, dispatch_devices};
 use fdistill::core::EdmDenoiser;
 use fdistill::core::ratio::LearnedRatioEstimator;
 use fdistill::core::{Denoiser, FeatureDenoiser};
 use fdistill::data::TrainingData;
 use fdistill::nets::{
-    ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminatorConfig, UNet, UNetConfig,
+    ConvDiscriminator, ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminator,
+    MlpDiscriminatorConfig, UNet, UNetConfig,
 };
 use fdistill::train::checkpoint::{RunDir, load_module};
 use fdistill::train::distill::config::{PRESETS, RatioSource};
-use fdistill::train::distill::driver::latest_checkpoint;
+use fdistill::train::distill::driver::{BoxError, StepReport, latest_checkpoint};
 use fdistill::train::distill::fdistill::{FDistillMetrics, GENERATOR_EMA_FILE, Phase};
 use fdistill::train::distill::{
-    Critic, DistillConfig, FDistill, StepMetrics, StopRequested, one_step_generate,
+    Critic, DistillConfig, DistillError, FDistill, StepMetrics, StopRequested, one_step_generate,
     run_distillation,
 };
 use fdistill::train::guard::WriteMode;
+use fdistill::train::parallel::run_distillation_on;
 use fdistill::train::teacher::{TEACHER_EMA_FILE, teacher_checkpoint};
 use serde::{Deserialize, Serialize};
 
 use super::distill_vardiu::{MethodArg, VarDiuArgs};
+use super::parallel::{ParallelArgs, ParallelPlan};
 use super::progress::Progress;
 use super::run_guard::{self, loop_error, shell_word};
 use super::teacher::{DataInfo, TeacherNet, load_recorded_data, read_run_config};
@@ -80,6 +83,8 @@ pub struct DistillArgs {
     pub method: MethodArg,
     #[command(flatten)]
     pub vardiu: VarDiuArgs,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 /// `RUN/config.json` of a student run: everything needed to rebuild and resume it.
@@ -295,6 +300,13 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
     if args.method == MethodArg::Vardiu
         || (args.resume && super::distill_vardiu::is_vardiu_run(&args.out))
     {
+        if args.parallel.given() || args.parallel.devices.is_some() {
+            return Err(CliError::Usage(
+                "VarDiU runs on one device (--device): drop --devices and --nodes (data-parallel runs are \
+                 f-distill's)"
+                    .into(),
+            ));
+        }
         return super::distill_vardiu::run(&args);
     }
     if args.vardiu.target.is_some() {
@@ -303,13 +315,16 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
                 .into(),
         ));
     }
+    let plan = args.parallel.plan(&args.device)?;
+    let writes = args.parallel.writes();
     let device: DeviceSpec = args
-        .device
+        .parallel
+        .single_device(&args.device)
         .parse()
         .map_err(|e: fdistill::backends::DeviceError| CliError::Usage(e.to_string()))?;
     let mode = WriteMode::from_flags(args.resume, args.overwrite);
     // --resume reads the run it continues: lock it first (creating nothing).
-    let early = if args.resume && !args.dry_run {
+    let early = if args.resume && !args.dry_run && writes {
         Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?)
     } else {
         None
@@ -322,12 +337,17 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         );
         return Ok(None);
     }
+    // Nodes other than 0 write nothing: node 0 writes the run.
     let guard = match early {
-        Some(g) => g,
-        None => run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?,
+        Some(g) => Some(g),
+        None if writes => Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?),
+        None => None,
     };
-    let run = guard.run().clone();
-    if !args.resume || args.steps.is_some() {
+    let run = match &guard {
+        Some(g) => g.run().clone(),
+        None => RunDir::at(&args.out),
+    };
+    if writes && (!args.resume || args.steps.is_some()) {
         // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
     }
@@ -348,9 +368,59 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         resume: args.resume,
         quiet: args.quiet,
     };
-    let result = dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))?;
+    let result = match plan {
+        Some(plan) => dispatch_devices(&plan.devices.clone(), DistillOnDevices { task, plan }),
+        None => dispatch(&device, task),
+    }
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     drop(guard);
     result.map(Some)
+}
+
+/// `distill --devices`: one replica per device ([`run_distillation_on`]).
+struct DistillOnDevices {
+    task: DistillTask,
+    plan: ParallelPlan,
+}
+
+impl DevicesTask for DistillOnDevices {
+    type Output = Result<DistillOutcome, CliError>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let DistillOnDevices { task, plan } = self;
+        let on = Devices::Many(plan, devices);
+        let mlp = matches!(task.config.net, TeacherNet::Mlp(_));
+        match mlp {
+            true => task.train_with::<B, MlpDenoiser<B>, MlpDiscriminator<B>, _>(
+                |t, d| match t.build::<B>(d)? {
+                    Built::Mlp(teacher, net, head) => Ok((teacher, net, head)),
+                    Built::Unet(..) => Err(CliError::Usage("an MLP config built a UNet".into())),
+                },
+                on,
+            ),
+            false => task.train_with::<B, UNet<B>, ConvDiscriminator<B>, _>(
+                |t, d| match t.build::<B>(d)? {
+                    Built::Unet(teacher, net, head) => Ok((teacher, net, head)),
+                    Built::Mlp(..) => Err(CliError::Usage("a UNet config built an MLP".into())),
+                },
+                on,
+            ),
+        }
+    }
+}
+
+/// Where a student run trains: one device, or one replica per device of a plan.
+enum Devices<B: AutodiffBackend> {
+    One(B::Device),
+    Many(ParallelPlan, Vec<B::Device>),
+}
+
+/// The networks of a student run: teacher, generator / fake-score initialisation, head.
+// Built once per device and unpacked at once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Built<B: AutodiffBackend> {
+    Mlp(MlpDenoiser<B>, MlpDenoiser<B>, Option<MlpDiscriminator<B>>),
+    Unet(UNet<B>, UNet<B>, Option<ConvDiscriminator<B>>),
 }
 
 struct DistillTask {
@@ -365,26 +435,37 @@ impl BackendTask for DistillTask {
     type Output = Result<DistillOutcome, CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         B::seed(&device, self.config.distill.driver.seed);
+        match self.build::<B>(&device)? {
+            Built::Mlp(teacher, net, head) => self.train(teacher, net, head, &device),
+            Built::Unet(teacher, net, head) => self.train(teacher, net, head, &device),
+        }
+    }
+}
+
+impl DistillTask {
+    /// The networks, loaded from the teacher's checkpoint (the head drawn from the backend
+    /// RNG, seeded by the caller).
+    fn build<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Built<B>, CliError> {
+        let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let teacher_run = RunDir::open(&self.config.teacher).map_err(|e| usage(&e))?;
         let weights = teacher_checkpoint(&teacher_run).join(TEACHER_EMA_FILE);
         match (&self.config.net, &self.config.discriminator) {
             (TeacherNet::Mlp(c), d) => {
                 let net: MlpDenoiser<B> =
-                    load_module::<B, _>(c.init(&device), &weights).map_err(|e| usage(&e))?;
+                    load_module::<B, _>(c.init(device), &weights).map_err(|e| usage(&e))?;
                 let head = match d {
-                    Some(DiscriminatorNet::Mlp(h)) => Some(h.init::<B>(&device)),
+                    Some(DiscriminatorNet::Mlp(h)) => Some(h.init::<B>(device)),
                     Some(DiscriminatorNet::Conv(_)) => return Err(head_mismatch("MLP", "conv")),
                     None => None,
                 };
-                self.train(net.clone(), net, head, &device)
+                Ok(Built::Mlp(net.clone(), net, head))
             }
             (TeacherNet::Unet(c), d) => {
                 let net: UNet<B> =
-                    load_module::<B, _>(c.init(&device), &weights).map_err(|e| usage(&e))?;
+                    load_module::<B, _>(c.init(device), &weights).map_err(|e| usage(&e))?;
                 let head = match d {
-                    Some(DiscriminatorNet::Conv(h)) => Some(h.init::<B>(&device)),
+                    Some(DiscriminatorNet::Conv(h)) => Some(h.init::<B>(device)),
                     Some(DiscriminatorNet::Mlp(_)) => return Err(head_mismatch("UNet", "MLP")),
                     None => None,
                 };
@@ -399,7 +480,7 @@ impl BackendTask for DistillTask {
                     },
                     model: net.model,
                 };
-                self.train(teacher, net, head, &device)
+                Ok(Built::Unet(teacher, net, head))
             }
         }
     }
@@ -428,22 +509,44 @@ impl DistillTask {
         N::InnerModule: Denoiser<B::InnerBackend>,
         C: AutodiffModule<B> + LearnedRatioEstimator<B>,
     {
-        let DistillTask {
-            config,
-            data,
-            run,
-            resume,
-            quiet,
-        } = self;
+        let built = std::sync::Mutex::new(Some((teacher, net, head)));
+        self.train_with::<B, N, C, _>(
+            |_, _| {
+                built
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| {
+                        CliError::Usage("the networks of one device are built once".into())
+                    })
+            },
+            Devices::One(device.clone()),
+        )
+    }
+
+    /// The f-distill loop: on one device (`build` is called once, with the backend seeded by
+    /// the caller) or one replica per device.
+    fn train_with<B, N, C, F>(self, build: F, on: Devices<B>) -> Result<DistillOutcome, CliError>
+    where
+        B: AutodiffBackend,
+        N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
+        N::InnerModule: Denoiser<B::InnerBackend>,
+        C: AutodiffModule<B> + LearnedRatioEstimator<B>,
+        F: Fn(&DistillTask, &B::Device) -> Result<(N, N, Option<C>), CliError> + Sync,
+    {
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
-        let dc = &config.distill;
-        let teacher = teacher.no_grad();
-        let critic = match (head, dc.ratio) {
-            (Some(h), RatioSource::Discriminator) => Critic::Learned(h),
-            _ => Critic::<B, C>::Unit,
+        let dc = self.config.distill.clone();
+        let method_on = |device: &B::Device| -> Result<FDistill<B, N, N, C>, CliError> {
+            let (teacher, net, head) = build(&self, device)?;
+            let teacher = teacher.no_grad();
+            let critic = match (head, dc.ratio) {
+                (Some(h), RatioSource::Discriminator) => Critic::Learned(h),
+                _ => Critic::<B, C>::Unit,
+            };
+            FDistill::new(dc.clone(), teacher, net, critic, self.data.clone(), device)
+                .map_err(|e| usage(&e))
         };
-        let mut method =
-            FDistill::new(dc.clone(), teacher, net, critic, data, device).map_err(|e| usage(&e))?;
+        let (run, resume, quiet) = (&self.run, self.resume, self.quiet);
         let start = Instant::now();
         let mut last_gen: Option<FDistillMetrics> = None;
         let mut last_critic: Option<FDistillMetrics> = None;
@@ -462,7 +565,7 @@ impl DistillTask {
         };
         let mut progress: Option<Progress> = None;
         let armed = interrupt::arm();
-        let result = run_distillation(&mut method, &dc.driver, &run, resume, |r| {
+        let observe = |r: &StepReport<'_, FDistillMetrics>| -> Result<(), BoxError> {
             if r.metrics.phase == Phase::Generator {
                 last_gen = Some(r.metrics.clone());
             } else {
@@ -485,7 +588,35 @@ impl DistillTask {
                 return Err(Box::new(StopRequested));
             }
             Ok(())
-        });
+        };
+        let workers = match &on {
+            Devices::One(_) => 1,
+            Devices::Many(p, d) => d.len() * p.cluster.nodes,
+        };
+        let result = match &on {
+            Devices::One(device) => {
+                let mut method = method_on(device)?;
+                run_distillation(&mut method, &dc.driver, run, resume, observe)
+            }
+            Devices::Many(plan, devices) => {
+                // The backend RNG is one per process: seed and build one replica at a time,
+                // so rank 0 starts from the weights a one-device run with this seed has.
+                static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                run_distillation_on::<B, _, _, _>(
+                    devices,
+                    &plan.cluster,
+                    &dc.driver,
+                    run,
+                    resume,
+                    |_rank, device| {
+                        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+                        B::seed(device, dc.driver.seed);
+                        method_on(device).map_err(|e| DistillError::Config(e.to_string()))
+                    },
+                    observe,
+                )
+            }
+        };
         drop(armed);
         if let Some(p) = &mut progress {
             p.finish(|| losses(&last_gen, &last_critic));
@@ -495,8 +626,13 @@ impl DistillTask {
         let elapsed = start.elapsed().as_secs_f64();
         let steps = summary.last_step + 1 - summary.first_step;
         if !quiet {
+            let on = if workers > 1 {
+                format!(" on {workers} devices")
+            } else {
+                String::new()
+            };
             eprintln!(
-                "distilled {} iterations ({} → {}) in {elapsed:.1} s ({:.0} it/s) with {}; checkpoint in {}",
+                "distilled {} iterations ({} → {}){on} in {elapsed:.1} s ({:.0} it/s) with {}; checkpoint in {}",
                 steps,
                 summary.first_step,
                 summary.last_step,

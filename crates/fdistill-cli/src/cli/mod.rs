@@ -11,6 +11,7 @@ mod divergences;
 mod eval;
 mod export;
 mod interrupt;
+mod parallel;
 mod progress;
 mod run_guard;
 mod sample;

@@ -10,19 +10,21 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
-use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::backends::{BackendTask, DeviceSpec, DevicesTask, dispatch, dispatch_devices};
 use fdistill::core::EdmDenoiser;
 use fdistill::core::random::standard_normal;
 use fdistill::data::{DataSource, TrainingData};
 use fdistill::nets::{MlpDenoiserConfig, UNetConfig};
 use fdistill::train::checkpoint::RunDir;
-use fdistill::train::distill::driver::latest_checkpoint;
-use fdistill::train::distill::{StopRequested, run_training};
+use fdistill::train::distill::driver::{BoxError, DriverSummary, StepReport, latest_checkpoint};
+use fdistill::train::distill::{DistillError, StopRequested, run_training};
 use fdistill::train::guard::WriteMode;
-use fdistill::train::teacher::{EdmTeacher, TeacherConfig};
+use fdistill::train::parallel::run_training_on;
+use fdistill::train::teacher::{EdmTeacher, TeacherConfig, TeacherMetrics};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::parallel::{ParallelArgs, ParallelPlan};
 use super::progress::Progress;
 use super::run_guard::{self, loop_error, shell_word};
 use super::{CliError, interrupt};
@@ -83,6 +85,8 @@ pub struct TrainArgs {
     /// Device: flex (CPU, default), candle, cuda[:N], wgpu.
     #[arg(long, default_value = "flex")]
     pub device: String,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 /// Network settings a config file may override; `sigma_data` defaults to the data's std.
@@ -401,8 +405,11 @@ pub fn load_recorded_data(source: &str, config_path: &Path) -> Result<TrainingDa
 
 /// `fdistill teacher train` as a function (the demo calls it).
 pub fn train(args: TrainArgs) -> Result<(), CliError> {
+    let plan = args.parallel.plan(&args.device)?;
+    let writes = args.parallel.writes();
     let device: DeviceSpec = args
-        .device
+        .parallel
+        .single_device(&args.device)
         .parse()
         .map_err(|e: fdistill::backends::DeviceError| CliError::Usage(e.to_string()))?;
     if !device.is_compiled() {
@@ -414,7 +421,7 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
     }
     let mode = WriteMode::from_flags(args.resume, args.overwrite);
     // --resume reads the run it continues: lock it first (creating nothing).
-    let early = if args.resume && !args.dry_run {
+    let early = if args.resume && !args.dry_run && writes {
         Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?)
     } else {
         None
@@ -431,12 +438,17 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
         );
         return Ok(());
     }
+    // Nodes other than 0 write nothing: node 0 writes the run.
     let guard = match early {
-        Some(g) => g,
-        None => run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?,
+        Some(g) => Some(g),
+        None if writes => Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?),
+        None => None,
     };
-    let run = guard.run().clone();
-    if !args.resume || args.steps.is_some() {
+    let run = match &guard {
+        Some(g) => g.run().clone(),
+        None => RunDir::at(&args.out),
+    };
+    if writes && (!args.resume || args.steps.is_some()) {
         // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
     }
@@ -453,9 +465,82 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
         run,
         resume: args.resume,
     };
-    let result = dispatch(&device, task).map_err(|e| CliError::Usage(e.to_string()))?;
+    let result = match plan {
+        Some(plan) => dispatch_devices(&plan.devices.clone(), TrainOnDevices { task, plan }),
+        None => dispatch(&device, task),
+    }
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     drop(guard);
     result
+}
+
+/// `teacher train --devices`: one replica per device ([`run_training_on`]).
+struct TrainOnDevices {
+    task: TrainTask,
+    plan: ParallelPlan,
+}
+
+impl DevicesTask for TrainOnDevices {
+    type Output = Result<(), CliError>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<(), CliError> {
+        match &self.task.config.net {
+            TeacherNet::Mlp(c) => {
+                train_on::<B, _>(&self.task, &self.plan, &devices, |d| c.init::<B>(d))
+            }
+            TeacherNet::Unet(c) => {
+                train_on::<B, _>(&self.task, &self.plan, &devices, |d| c.init::<B>(d))
+            }
+        }
+    }
+}
+
+/// One replica per device; every replica starts from rank 0's weights, which are those a
+/// one-device run with the same seed starts from.
+fn train_on<B, M>(
+    task: &TrainTask,
+    plan: &ParallelPlan,
+    devices: &[B::Device],
+    init: impl Fn(&B::Device) -> M + Sync,
+) -> Result<(), CliError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + EdmDenoiser<B>,
+{
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let t = &task.config.teacher;
+    let classes = task.config.net.n_classes();
+    let make = |_rank: usize, device: &B::Device| {
+        // The backend RNG is one per process: seed and build one replica at a time.
+        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, t.seed);
+        let teacher = EdmTeacher::new(init(device), &task.data, t, device)
+            .map_err(|e| DistillError::Config(e.to_string()))?;
+        // burn draws the weights lazily, at their first use: draw them now, under the lock,
+        // by a forward pass (what a one-device run's first step does, in the same order).
+        let dim = teacher.model().dim();
+        let labels = classes.map(|_| Tensor::<B, 1, Int>::zeros([1], device));
+        let _ = teacher.model().denoise(
+            Tensor::zeros([1, dim], device),
+            Tensor::ones([1], device),
+            labels,
+        );
+        Ok::<_, DistillError>(teacher)
+    };
+    let mut observer = TeacherObserver::new(&task.run);
+    let start = Instant::now();
+    let armed = interrupt::arm();
+    let result = run_training_on::<B, _, _, _>(
+        devices,
+        &plan.cluster,
+        &t.driver(),
+        &task.run,
+        task.resume,
+        make,
+        |r| observer.observe(r),
+    );
+    drop(armed);
+    observer.finish(result, start, &task.run, devices.len() * plan.cluster.nodes)
 }
 
 struct Noop;
@@ -494,18 +579,41 @@ where
     let t = &task.config.teacher;
     let mut teacher = EdmTeacher::new(model, &task.data, t, device)
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut observer = TeacherObserver::new(&task.run);
     let start = Instant::now();
-    let mut loss_avg = f64::NAN;
-    let mut progress: Option<Progress> = None;
     let armed = interrupt::arm();
     let result = run_training(&mut teacher, &t.driver(), &task.run, task.resume, |r| {
+        observer.observe(r)
+    });
+    drop(armed);
+    observer.finish(result, start, &task.run, 1)
+}
+
+/// Progress, debug lines and Ctrl-C of a teacher run (rank 0's, in a data-parallel run).
+struct TeacherObserver<'a> {
+    run: &'a RunDir,
+    loss_avg: f64,
+    progress: Option<Progress>,
+}
+
+impl<'a> TeacherObserver<'a> {
+    fn new(run: &'a RunDir) -> Self {
+        TeacherObserver {
+            run,
+            loss_avg: f64::NAN,
+            progress: None,
+        }
+    }
+
+    fn observe(&mut self, r: &StepReport<'_, TeacherMetrics>) -> Result<(), BoxError> {
         let m = r.metrics;
-        loss_avg = if loss_avg.is_nan() {
+        self.loss_avg = if self.loss_avg.is_nan() {
             m.loss
         } else {
-            0.98 * loss_avg + 0.02 * m.loss
+            0.98 * self.loss_avg + 0.02 * m.loss
         };
-        let p = progress.get_or_insert_with(|| {
+        let loss_avg = self.loss_avg;
+        let p = self.progress.get_or_insert_with(|| {
             Progress::new("teacher", r.step as u64 - 1, r.total_steps as u64, false)
         });
         p.update(r.step as u64, || format!("loss {loss_avg:.4}"));
@@ -513,7 +621,7 @@ where
             tracing::info!(
                 "checkpoint at step {} in {}",
                 r.step,
-                task.run.checkpoint_dir().display()
+                self.run.checkpoint_dir().display()
             );
         }
         tracing::debug!(
@@ -526,27 +634,42 @@ where
             return Err(Box::new(StopRequested));
         }
         Ok(())
-    });
-    drop(armed);
-    if let Some(p) = &mut progress {
-        p.finish(|| format!("loss {loss_avg:.4}"));
     }
-    let resume_cmd = format!(
-        "fdistill teacher train --out {} --resume",
-        shell_word(task.run.root())
-    );
-    let summary = result.map_err(|e| loop_error(e, &resume_cmd))?;
-    let elapsed = start.elapsed().as_secs_f64();
-    let steps = summary.last_step + 1 - summary.first_step;
-    eprintln!(
-        "trained {steps} steps ({} → {}) in {elapsed:.1} s ({:.0} steps/s), final loss (running \
-         mean) {loss_avg:.4}; checkpoint in {}",
-        summary.first_step,
-        summary.last_step,
-        steps as f64 / elapsed,
-        task.run.checkpoint_dir().display()
-    );
-    Ok(())
+
+    /// The progress bar's last line and the summary (or the loop's error as a CLI error).
+    fn finish(
+        mut self,
+        result: Result<DriverSummary, DistillError>,
+        start: Instant,
+        run: &RunDir,
+        workers: usize,
+    ) -> Result<(), CliError> {
+        let loss_avg = self.loss_avg;
+        if let Some(p) = &mut self.progress {
+            p.finish(|| format!("loss {loss_avg:.4}"));
+        }
+        let resume_cmd = format!(
+            "fdistill teacher train --out {} --resume",
+            shell_word(run.root())
+        );
+        let summary = result.map_err(|e| loop_error(e, &resume_cmd))?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let steps = summary.last_step + 1 - summary.first_step;
+        let on = if workers > 1 {
+            format!(" on {workers} devices")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "trained {steps} steps ({} → {}){on} in {elapsed:.1} s ({:.0} steps/s), final loss \
+             (running mean) {loss_avg:.4}; checkpoint in {}",
+            summary.first_step,
+            summary.last_step,
+            steps as f64 / elapsed,
+            run.checkpoint_dir().display()
+        );
+        Ok(())
+    }
 }
 
 /// Reads and checks a teacher run's `config.json`. A run of another kind is named as such

@@ -500,6 +500,68 @@ where
     })
 }
 
+/// The loop of a data-parallel replica other than rank 0 ([`crate::parallel`]): the same
+/// steps as [`run_training`] (the same resume checks, the same RNG, the same non-finite
+/// stop), writing nothing; rank 0 writes the run.
+pub fn run_replica<T: Trainable>(
+    method: &mut T,
+    config: &DriverConfig,
+    run: &RunDir,
+    resume: bool,
+) -> Result<DriverSummary, DistillError> {
+    let config = config.clone().check()?;
+    let mut state = if resume {
+        let dir = latest_checkpoint(run)?;
+        let state: DriverState = read_json(&dir.join(DRIVER_FILE))?;
+        if state.method != method.name() || state.step >= config.steps {
+            return Err(DistillError::Resume(format!(
+                "the checkpoint in `{}` (method `{}`, step {}) does not continue `{}` to step {}",
+                dir.display(),
+                state.method,
+                state.step,
+                method.name(),
+                config.steps
+            )));
+        }
+        method.load(&dir)?;
+        state
+    } else {
+        DriverState {
+            method: method.name().to_string(),
+            step: 0,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+        }
+    };
+    let first_step = state.step + 1;
+    let mut last_checkpoint = if resume {
+        format!("step {}", state.step)
+    } else {
+        "none yet".to_string()
+    };
+    let start = Instant::now();
+    for step in first_step..=config.steps {
+        let metrics = method.step(step, &mut state.rng)?;
+        state.step = step;
+        if let Some((quantity, value)) = metrics.non_finite() {
+            return Err(DistillError::NonFinite {
+                step,
+                quantity,
+                value,
+                last_checkpoint,
+                hint: method.non_finite_hint(),
+            });
+        }
+        if step % config.checkpoint_every == 0 || step == config.steps {
+            last_checkpoint = format!("step {step}");
+        }
+    }
+    Ok(DriverSummary {
+        first_step,
+        last_step: state.step,
+        elapsed_s: start.elapsed().as_secs_f64(),
+    })
+}
+
 /// Sets every float parameter of `module` to take gradients.
 ///
 /// Parameters keep a `require_grad` flag; weights that went through an inner-backend module

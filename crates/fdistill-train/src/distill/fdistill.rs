@@ -28,6 +28,7 @@ use super::driver::{
     save_trained, trainable,
 };
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
+use crate::parallel::{DataParallel, Reduce, Shard};
 use crate::teacher::{ema_decay, ema_update};
 use fdistill_core::EdmDenoiser;
 use fdistill_core::denoiser::{Denoiser, FeatureDenoiser};
@@ -104,6 +105,14 @@ pub struct PhaseTimes {
     pub update_s: f64,
     /// EMA of the generator (generator steps only).
     pub ema_s: f64,
+    /// Data-parallel runs: time in all-reduces (communication and waiting for the slowest
+    /// replica), part of the phases above; absent on one device.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allreduce_s: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// What one f-distill iteration reports. Absent fields do not apply to the phase.
@@ -244,6 +253,8 @@ where
     /// generated samples, the data's own for real ones).
     classes: Option<usize>,
     device: B::Device,
+    /// This replica's place in a data-parallel run (none on one device).
+    shard: Option<Shard<B::InnerBackend>>,
 }
 
 fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
@@ -398,6 +409,7 @@ where
             dim,
             classes,
             device: device.clone(),
+            shard: None,
         };
         method.check_features()?;
         Ok(method)
@@ -455,11 +467,36 @@ where
     }
 
     /// Labels of `n` generated samples, uniform over the classes (none for unlabelled data).
-    fn draw_labels(&self, n: usize, rng: &mut ChaCha8Rng) -> Option<Tensor<B, 1, Int>> {
-        self.classes.map(|k| {
-            let l: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
-            label_tensor::<B>(&l, &self.device)
-        })
+    fn draw_labels(&self, n: usize, rng: &mut ChaCha8Rng) -> Option<Vec<u32>> {
+        self.classes
+            .map(|k| (0..n).map(|_| rng.random_range(0..k as u32)).collect())
+    }
+
+    /// This replica's rows of a row-major `[batch, cols]` host array drawn for the global
+    /// batch (all of it on one device).
+    fn mine<V: Copy>(&self, values: Vec<V>, cols: usize) -> Vec<V> {
+        match &self.shard {
+            Some(s) => s.take_rows(&values, cols),
+            None => values,
+        }
+    }
+
+    /// The number of rows this replica computes of a global batch of `batch`.
+    fn my_rows(&self, batch: usize) -> usize {
+        self.shard.as_ref().map_or(batch, |s| s.rows(batch).len())
+    }
+
+    /// The mean over replicas of one-element losses (unchanged on one device).
+    fn mean_over_replicas(
+        &self,
+        parts: Vec<Tensor<B::InnerBackend, 1>>,
+    ) -> Result<Vec<Tensor<B::InnerBackend, 1>>, DistillError> {
+        let Some(s) = &self.shard else {
+            return Ok(parts);
+        };
+        let n = parts.len();
+        let mean = s.all_reduce(Tensor::cat(parts, 0), Reduce::Mean)?;
+        Ok((0..n).map(|i| mean.clone().narrow(0, i, 1)).collect())
     }
 
     /// The validated configuration.
@@ -498,7 +535,10 @@ where
         eps: Tensor<B, 2>,
         labels: Option<Tensor<B, 1, Int>>,
     ) -> GeneratorObjective<B> {
-        let o = self.objective(z, sigma, eps, labels);
+        // Without a shard nothing is communicated, so nothing can fail.
+        let o = self
+            .objective(z, sigma, eps, labels, sigma, None)
+            .expect("no communication on one device");
         GeneratorObjective {
             loss: o.loss,
             surrogate: scalar(o.surrogate),
@@ -510,14 +550,23 @@ where
     }
 
     /// [`generator_objective`](Self::generator_objective) with the losses left on the device.
+    ///
+    /// Data-parallel: `z`, `sigma`, `eps` and `labels` are this replica's rows of the global
+    /// batch, `sigma_global` the whole batch's noise levels; the log ratios of the whole batch
+    /// are gathered from every replica through `shard`, so the time-bin means and the batch
+    /// mean of `h` are those of the global batch, as on one device. On one device
+    /// `sigma_global` is `sigma` and `shard` is `None`.
     fn objective(
         &mut self,
         z: Tensor<B, 2>,
         sigma: &[f64],
         eps: Tensor<B, 2>,
         labels: Option<Tensor<B, 1, Int>>,
-    ) -> ObjectiveTensors<B> {
+        sigma_global: &[f64],
+        shard: Option<&Shard<B::InnerBackend>>,
+    ) -> Result<ObjectiveTensors<B>, DistillError> {
         let [batch, _] = z.dims();
+        let global = sigma_global.len();
         let cfg = &self.config;
         let sig = host_tensor::<B, 1>(sigma.to_vec(), [batch], &self.device); // [batch]
         // x0 = G(z); x_t = x0 + σ ε
@@ -571,15 +620,21 @@ where
             }
             (None, None) => vec![0.0; batch],
         };
+        // The global batch's log ratios (this replica's own on one device).
+        let (raw, mine) = match shard {
+            Some(s) => (s.gather(&raw, global, &self.device)?, s.rows(global)),
+            None => (raw, 0..batch),
+        };
 
-        // r = clip(exp(clamp(ℓ)), lo, hi); stage 1 (time bins); stage 2 h ← h / mean h
+        // r = clip(exp(clamp(ℓ)), lo, hi); stage 1 (time bins); stage 2 h ← h / mean h,
+        // over the global batch
         let clamped = clamp_logits(&raw, cfg.logit_clamp);
         let [lo, hi] = cfg.ratio_clip;
         let clipped = clip_ratio(&clamped, lo, hi);
         let ratio_clipped =
-            clamped.iter().zip(&clipped).filter(|(a, b)| a != b).count() as f64 / batch as f64;
+            clamped.iter().zip(&clipped).filter(|(a, b)| a != b).count() as f64 / global as f64;
         let log_r = match &mut self.state.normaliser {
-            Some(n) => n.update_and_normalise(&clipped, sigma),
+            Some(n) => n.update_and_normalise(&clipped, sigma_global),
             None => clipped,
         };
         let weights = if cfg.normalise_weights {
@@ -592,7 +647,7 @@ where
         };
 
         // w = 1 / mean|x0 − d_T| (DMD normaliser); g = sg(w · h · (d_F − d_T))
-        let h = host_tensor::<B, 1>(weights.clone(), [batch], &self.device); // [batch]
+        let h = host_tensor::<B, 1>(weights[mine].to_vec(), [batch], &self.device); // [batch]
         let wh = if cfg.dmd_normaliser {
             dmd_normaliser(x0.clone(), d_t.clone()) * h
         } else {
@@ -626,32 +681,46 @@ where
             }
             None => (surrogate.clone(), None),
         };
-        ObjectiveTensors {
+        Ok(ObjectiveTensors {
             loss,
             surrogate,
             gan,
             log_ratio: clamped,
             ratio_clipped,
             weights,
-        }
+        })
     }
 
     /// Generator step: objective, back-propagation, global-norm clip, AdamW, EMA.
-    fn generator_step(&mut self, rng: &mut ChaCha8Rng, poison: bool) -> FDistillMetrics {
+    ///
+    /// Data-parallel: the whole batch is drawn and this replica keeps its rows; the
+    /// normalisers see the global batch, and the losses and gradients are averaged over the
+    /// replicas before the norm, the clip and the step, which are then the same everywhere.
+    fn generator_step(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        poison: bool,
+    ) -> Result<FDistillMetrics, DistillError> {
         let mut m = FDistillMetrics::new(Phase::Generator);
         let (b, d) = (self.config.batch_size, self.dim);
+        let rows = self.my_rows(b);
         let t = Instant::now();
-        let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
-        let sigma = self.noise.sample(b, self.state.generator_steps, rng);
-        let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &self.device);
-        let labels = self.draw_labels(b, rng);
+        let z = self.mine(standard_normal(b * d, rng), d);
+        let sigma_global = self.noise.sample(b, self.state.generator_steps, rng);
+        let eps = self.mine(standard_normal(b * d, rng), d);
+        let labels = self.draw_labels(b, rng).map(|l| self.mine(l, 1));
+        let z = host_tensor::<B, 2>(z, [rows, d], &self.device);
+        let sigma = self.mine(sigma_global.clone(), 1);
+        let eps = host_tensor::<B, 2>(eps, [rows, d], &self.device);
+        let labels = labels.map(|l| label_tensor::<B>(&l, &self.device));
         m.time.sample_s = t.elapsed().as_secs_f64();
 
         // 3. generator update: h(r) times the score difference, plus the GAN term. The losses
         // and the gradient norm stay on the device until one read after the backward pass
         // (host syncs: the log ratios, then this read).
         let t = Instant::now();
-        let obj = self.objective(z, &sigma, eps, labels);
+        let shard = self.shard.clone();
+        let obj = self.objective(z, &sigma, eps, labels, &sigma_global, shard.as_ref())?;
         let loss = if poison {
             obj.loss.mul_scalar(f64::NAN)
         } else {
@@ -663,10 +732,16 @@ where
         m.time.forward_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &self.generator);
+        let grads = match &shard {
+            Some(s) => s.mean_grads::<B, N>(&self.generator, grads)?,
+            None => grads,
+        };
         let sq = grad_sq_norm::<B, N>(&self.generator, &grads)
             .unwrap_or_else(|| Tensor::zeros([1], &self.device));
-        let mut parts = vec![loss.inner(), obj.surrogate.inner(), sq];
-        parts.extend(obj.gan.map(|g| g.inner()));
+        let mut losses = vec![loss.inner(), obj.surrogate.inner()];
+        losses.extend(obj.gan.map(|g| g.inner()));
+        let mut parts = self.mean_over_replicas(losses)?;
+        parts.insert(2, sq);
         let v = read_all(parts);
         let (value, norm) = (v[0], v[2].sqrt());
         m.loss_generator = Some(value);
@@ -674,11 +749,11 @@ where
         m.loss_gan = v.get(3).copied();
         m.time.backward_s = t.elapsed().as_secs_f64();
         if !value.is_finite() {
-            return m;
+            return Ok(m);
         }
         m.grad_norm_generator = Some(norm);
         if !norm.is_finite() {
-            return m;
+            return Ok(m);
         }
         let grads = clip_grads_to::<B, N>(
             &self.generator,
@@ -698,28 +773,42 @@ where
         let beta = ema_decay(self.config.ema_beta, self.state.generator_steps);
         self.generator_ema = ema_update(self.generator_ema.clone(), &self.generator.valid(), beta);
         m.time.ema_s = t.elapsed().as_secs_f64();
-        m
+        m.time.allreduce_s = shard.map_or(0.0, |s| s.take_comm_seconds());
+        Ok(m)
     }
 
     /// Critic step: fake-score DSM on detached generator samples, and the discriminator on
     /// noisy real (independent σ′, ε′) vs noisy fake samples; one backward, one AdamW each.
-    fn critic_step(&mut self, rng: &mut ChaCha8Rng, poison: bool) -> FDistillMetrics {
+    ///
+    /// Data-parallel: the whole batch is drawn and this replica keeps its rows; the losses
+    /// and both networks' gradients are averaged over the replicas before the steps.
+    fn critic_step(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        poison: bool,
+    ) -> Result<FDistillMetrics, DistillError> {
         let mut m = FDistillMetrics::new(Phase::Critic);
         let (b, d) = (self.config.batch_size, self.dim);
+        let rows = self.my_rows(b);
         let dev = self.device.clone();
         let t = Instant::now();
-        let z = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
+        let z = host_tensor::<B, 2>(self.mine(standard_normal(b * d, rng), d), [rows, d], &dev);
         let steps = self.state.generator_steps;
-        let sigma = host_tensor::<B, 1>(self.noise.sample(b, steps, rng), [b], &dev);
-        let eps = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
-        let labels = self.draw_labels(b, rng);
+        let sigma = self.mine(self.noise.sample(b, steps, rng), 1);
+        let sigma = host_tensor::<B, 1>(sigma, [rows], &dev);
+        let eps = host_tensor::<B, 2>(self.mine(standard_normal(b * d, rng), d), [rows, d], &dev);
+        let labels = self
+            .draw_labels(b, rng)
+            .map(|l| label_tensor::<B>(&self.mine(l, 1), &dev));
         let real = (self.head.is_some()).then(|| {
             let (x_r, labels_r) = self.data.sample_labelled(b, rng);
-            let x_r = host_tensor::<B, 2>(x_r, [b, d], &dev);
-            let labels_r = labels_r.map(|l| label_tensor::<B>(&l, &dev));
-            let sigma_r = host_tensor::<B, 1>(self.noise.sample(b, steps, rng), [b], &dev);
-            let eps_r = host_tensor::<B, 2>(standard_normal(b * d, rng), [b, d], &dev);
-            let real_t = x_r + eps_r * sigma_r.clone().unsqueeze_dim::<2>(1); // [b, d]
+            let x_r = host_tensor::<B, 2>(self.mine(x_r, d), [rows, d], &dev);
+            let labels_r = labels_r.map(|l| label_tensor::<B>(&self.mine(l, 1), &dev));
+            let sigma_r = self.mine(self.noise.sample(b, steps, rng), 1);
+            let sigma_r = host_tensor::<B, 1>(sigma_r, [rows], &dev);
+            let eps_r = self.mine(standard_normal(b * d, rng), d);
+            let eps_r = host_tensor::<B, 2>(eps_r, [rows, d], &dev);
+            let real_t = x_r + eps_r * sigma_r.clone().unsqueeze_dim::<2>(1); // [rows, d]
             (real_t, sigma_r, labels_r)
         });
         m.time.sample_s = t.elapsed().as_secs_f64();
@@ -777,13 +866,22 @@ where
         let t = Instant::now();
         let mut grads = loss.backward();
         let zero = || Tensor::zeros([1], &self.device);
-        let g_fake = GradientsParams::from_module(&mut grads, &self.fake_score);
+        let mut g_fake = GradientsParams::from_module(&mut grads, &self.fake_score);
+        let mut g_head = self
+            .head
+            .as_ref()
+            .map(|h| GradientsParams::from_module(&mut grads, h));
+        if let Some(s) = &self.shard {
+            g_fake = s.mean_grads::<B, N>(&self.fake_score, g_fake)?;
+            if let (Some(h), Some(g)) = (&self.head, g_head.take()) {
+                g_head = Some(s.mean_grads::<B, C>(h, g)?);
+            }
+        }
+        let mut parts = self.mean_over_replicas(parts)?;
         parts.push(grad_sq_norm::<B, N>(&self.fake_score, &g_fake).unwrap_or_else(zero));
-        let g_head = self.head.as_ref().map(|h| {
-            let g = GradientsParams::from_module(&mut grads, h);
-            parts.push(grad_sq_norm::<B, C>(h, &g).unwrap_or_else(zero));
-            g
-        });
+        if let (Some(h), Some(g)) = (&self.head, &g_head) {
+            parts.push(grad_sq_norm::<B, C>(h, g).unwrap_or_else(zero));
+        }
         // [dsm, disc?, ‖g_F‖², ‖g_D‖²?]
         let v = read_all(parts);
         let with_head = g_head.is_some();
@@ -792,13 +890,13 @@ where
         m.loss_discriminator = with_head.then(|| v[1]);
         m.time.backward_s = t.elapsed().as_secs_f64();
         if !loss_value.is_finite() || poison {
-            return m;
+            return Ok(m);
         }
         let k = if with_head { 2 } else { 1 };
         m.grad_norm_fake_score = Some(v[k].sqrt());
         m.grad_norm_discriminator = with_head.then(|| v[k + 1].sqrt());
         if m.non_finite().is_some() {
-            return m;
+            return Ok(m);
         }
         let t = Instant::now();
         self.fake_score =
@@ -809,7 +907,8 @@ where
             self.head = Some(opt.step(self.config.lr_discriminator, head, g));
         }
         m.time.update_s = t.elapsed().as_secs_f64();
-        m
+        m.time.allreduce_s = self.shard.as_ref().map_or(0.0, |s| s.take_comm_seconds());
+        Ok(m)
     }
 }
 
@@ -841,11 +940,11 @@ where
 
     fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<FDistillMetrics, DistillError> {
         let poison = self.config.inject_nan_at_step == Some(step);
-        Ok(if self.config.is_generator_step(step) {
+        if self.config.is_generator_step(step) {
             self.generator_step(rng, poison)
         } else {
             self.critic_step(rng, poison)
-        })
+        }
     }
 
     fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
@@ -904,6 +1003,29 @@ where
         labels: Option<Tensor<B::InnerBackend, 1, Int>>,
     ) -> Tensor<B::InnerBackend, 2> {
         super::one_step_generate(&self.generator_ema, latents, self.config.sigma_init, labels)
+    }
+}
+
+impl<B, T, N, C> DataParallel<B> for FDistill<B, T, N, C>
+where
+    B: AutodiffBackend,
+    T: FeatureDenoiser<B>,
+    N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
+    N::InnerModule: Denoiser<B::InnerBackend>,
+    C: AutodiffModule<B> + LearnedRatioEstimator<B>,
+{
+    /// Every trained network (generator, its EMA, fake score, discriminator head) takes rank
+    /// 0's weights; the teacher is frozen and loaded the same on every replica.
+    fn set_shard(&mut self, shard: Shard<B::InnerBackend>) -> Result<(), DistillError> {
+        shard.check_batch(self.config.batch_size, "batch_size")?;
+        self.generator = shard.broadcast_module::<B, N>(self.generator.clone())?;
+        self.generator_ema = shard.broadcast_inner(self.generator_ema.clone())?;
+        self.fake_score = shard.broadcast_module::<B, N>(self.fake_score.clone())?;
+        if let Some(h) = self.head.take() {
+            self.head = Some(shard.broadcast_module::<B, C>(h)?);
+        }
+        self.shard = Some(shard);
+        Ok(())
     }
 }
 

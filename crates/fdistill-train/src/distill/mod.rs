@@ -95,4 +95,8 @@ pub enum DistillError {
     /// The observer stopped training.
     #[error(transparent)]
     Observer(driver::BoxError),
+    /// A data-parallel run's communication failed, or another replica failed
+    /// ([`crate::parallel`]).
+    #[error("data-parallel run: {0}")]
+    Collective(String),
 }

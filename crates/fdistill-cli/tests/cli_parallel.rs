@@ -1,0 +1,359 @@
+//! `--devices` / `--nodes` (issue 18): bad flags are usage errors that say why, and with
+//! burn-collective in the build, `--devices flex,flex` trains the teacher and distils to the
+//! same weights as `--device flex` (same global batch; differences are float rounding of the
+//! gradient mean: ‖Δθ‖₂/‖θ‖₂ ≤ 1e-5 per network, 1e-4 for AdamW's moments — see
+//! `tests/tests/parallel.rs` for the reasoning and the library-level checks).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fdistill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fdistill"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_usage_error(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(needle), "expected `{needle}` in: {e}");
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn bad_device_lists_and_node_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t");
+    let base = [
+        "teacher",
+        "train",
+        "--data",
+        "ring8-unbalanced",
+        "--out",
+        p(&out),
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        fdistill(&a)
+    };
+    assert_usage_error(
+        &with(&["--devices", "flex,cuda:0"]),
+        "mixes `flex` and `cuda:0`",
+    );
+    assert_usage_error(&with(&["--devices", "flex,,flex"]), "empty entry");
+    assert_usage_error(&with(&["--devices", "flex,tpu"]), "unknown device `tpu`");
+    assert_usage_error(&with(&["--nodes", "2"]), "--orchestrator ws://HOST:PORT");
+    assert_usage_error(
+        &with(&["--nodes", "2", "--node-rank", "2"]),
+        "--node-rank 2 with --nodes 2",
+    );
+    assert_usage_error(
+        &with(&[
+            "--nodes",
+            "2",
+            "--orchestrator",
+            "localhost:3000",
+            "--node-address",
+            "ws://127.0.0.1:3001",
+        ]),
+        "not a WebSocket address",
+    );
+    assert_usage_error(
+        &with(&["--orchestrator", "ws://127.0.0.1:3000"]),
+        "for --nodes > 1",
+    );
+    // --device and --devices together: clap refuses the pair.
+    let o = with(&["--device", "flex", "--devices", "flex,flex"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    // Nothing was written by any of them.
+    assert!(!out.exists());
+}
+
+/// Whether this binary was built with burn-collective (else `--devices a,b` must say which
+/// feature to enable, and the equality checks below cannot run).
+fn collective_built(dir: &Path) -> bool {
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        "ring8-unbalanced",
+        "--out",
+        p(&dir.join("probe")),
+        "--devices",
+        "flex,flex",
+        "--dry-run",
+    ]);
+    if o.status.success() {
+        return true;
+    }
+    assert_usage_error(&o, "--features collective");
+    eprintln!("this build has no burn-collective: the two-device checks are skipped");
+    false
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+        .map(|(name, v)| {
+            let values = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+/// Largest difference of any tensor of two files relative to that tensor's largest magnitude.
+fn max_relative_difference(a: &Path, b: &Path) -> f64 {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    let mut worst = 0.0f64;
+    for (name, va) in &ta {
+        let vb = &tb[name];
+        let scale = va
+            .iter()
+            .fold(0.0f64, |m, x| m.max(x.abs() as f64))
+            .max(1e-30);
+        let diff = va
+            .iter()
+            .zip(vb)
+            .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
+/// `‖a − b‖₂ / ‖a‖₂` over every tensor of two checkpoint files (one network, or one
+/// optimiser state): the bound the tests assert (see the tolerance note).
+fn relative_l2_difference(a: &Path, b: &Path) -> f64 {
+    let (ta, tb) = (tensors(a), tensors(b));
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (name, va) in &ta {
+        for (x, y) in va.iter().zip(&tb[name]) {
+            num += (*x as f64 - *y as f64).powi(2);
+            den += (*x as f64).powi(2);
+        }
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn assert_close_runs(a: &Path, b: &Path, files: &[&str], what: &str) {
+    for f in files {
+        let (fa, fb) = (a.join("checkpoint").join(f), b.join("checkpoint").join(f));
+        let (l2, worst) = (
+            relative_l2_difference(&fa, &fb),
+            max_relative_difference(&fa, &fb),
+        );
+        println!(
+            "{what} {f}: --devices flex,flex vs --device flex: relative L2 {l2:.3e}, largest per \
+             tensor {worst:.3e}"
+        );
+        let bound = if f.starts_with("optim") { 1e-4 } else { 1e-5 };
+        assert!(l2 <= bound, "{what} {f}: {l2:e} > {bound:e}");
+    }
+}
+
+const TEACHER: &str = r#"{"teacher": {"batch_size": 64, "checkpoint_every": 6, "log_every": 1, "seed": 4},
+                         "net": {"hidden": 16, "depth": 2, "embedding_size": 8}}"#;
+
+fn teacher(dir: &Path, name: &str, devices: &[&str]) -> PathBuf {
+    let cfg = dir.join("teacher.json");
+    std::fs::write(&cfg, TEACHER).unwrap();
+    let out = dir.join(name);
+    let mut args = vec![
+        "teacher",
+        "train",
+        "--data",
+        "ring8-unbalanced",
+        "--out",
+        p(&out),
+        "--steps",
+        "6",
+        "--config",
+        p(&cfg),
+    ];
+    args.extend_from_slice(devices);
+    let o = fdistill(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+#[test]
+fn two_cpu_devices_train_and_distil_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    if !collective_built(dir) {
+        return;
+    }
+    let one = teacher(dir, "t1", &["--device", "flex"]);
+    let two = teacher(dir, "t2", &["--devices", "flex,flex"]);
+    assert_close_runs(
+        &one,
+        &two,
+        &["model.safetensors", "ema.safetensors", "optim.safetensors"],
+        "teacher",
+    );
+
+    // f-distill with the learned ratio, time bins and weight normalisation (global-batch
+    // normalisers), from the one-device teacher.
+    let cfg = dir.join("distill.json");
+    std::fs::write(
+        &cfg,
+        r#"{"batch_size": 64, "critic_steps": 1, "time_bins": {"bins": 4, "beta": 0.5},
+            "driver": {"checkpoint_every": 6, "log_every": 1, "seed": 2}}"#,
+    )
+    .unwrap();
+    let distill = |name: &str, devices: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec![
+            "distill",
+            "--teacher",
+            p(&one),
+            "--divergence",
+            "forward-kl",
+            "--out",
+            p(&out),
+            "--steps",
+            "6",
+            "--config",
+            p(&cfg),
+        ];
+        args.extend_from_slice(devices);
+        let o = fdistill(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let s1 = distill("s1", &["--device", "flex"]);
+    let s2 = distill("s2", &["--devices", "flex,flex"]);
+    assert_close_runs(
+        &s1,
+        &s2,
+        &[
+            "generator.safetensors",
+            "generator_ema.safetensors",
+            "fake_score.safetensors",
+            "discriminator.safetensors",
+            "optim_generator.safetensors",
+            "optim_fake_score.safetensors",
+            "optim_discriminator.safetensors",
+        ],
+        "f-distill",
+    );
+    // A batch that does not split over the devices is refused before anything is trained.
+    let o = fdistill(&[
+        "distill",
+        "--teacher",
+        p(&one),
+        "--out",
+        p(&dir.join("s3")),
+        "--steps",
+        "2",
+        "--devices",
+        "flex,flex,flex",
+        "--config",
+        p(&cfg),
+    ]);
+    assert_usage_error(&o, "multiple of the number of workers (3)");
+}
+
+/// A free TCP port on loopback (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Two processes on loopback, one device each, joined by burn-collective's orchestrator:
+/// the same weights as one device with the same global batch.
+#[test]
+#[ignore = "burn-collective 0.21: the second global all-reduce of a multi-node session never \
+            completes (examples/collective_two_nodes.rs; docs/performance.md, Upstream item 8); \
+            run with --ignored to retry after an upgrade"]
+fn two_processes_on_loopback_train_as_one_device() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    if !collective_built(dir) {
+        return;
+    }
+    let one = teacher(dir, "t1", &["--device", "flex"]);
+    let (po, p0, p1) = (free_port(), free_port(), free_port());
+    let orch = format!("ws://127.0.0.1:{po}");
+    let cfg = dir.join("teacher.json");
+    let spawn = |rank: usize, port: u16, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_fdistill"))
+            .args([
+                "teacher",
+                "train",
+                "--data",
+                "ring8-unbalanced",
+                "--out",
+                p(out),
+                "--steps",
+                "6",
+                "--config",
+                p(&cfg),
+                "--devices",
+                "flex",
+                "--nodes",
+                "2",
+                "--node-rank",
+                &rank.to_string(),
+                "--orchestrator",
+                &orch,
+                "--node-address",
+                &format!("ws://127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let node0 = dir.join("n0");
+    let mut children = vec![spawn(0, p0, &node0), spawn(1, p1, &dir.join("n1"))];
+    let start = Instant::now();
+    loop {
+        let done = children.iter_mut().all(|c| c.try_wait().unwrap().is_some());
+        if done {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            for c in &mut children {
+                let _ = c.kill();
+            }
+            panic!("the two nodes did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_close_runs(
+        &one,
+        &node0,
+        &["model.safetensors", "ema.safetensors", "optim.safetensors"],
+        "teacher on 2 nodes",
+    );
+    assert!(!dir.join("n1/checkpoint").exists(), "node 1 writes nothing");
+}
