@@ -3,7 +3,7 @@
 # one device (--device flex) and on two (--devices flex,flex, burn-collective), global batch
 # unchanged, timing.jsonl read back (log_every 1).
 #
-#   bench/allreduce.sh [--steps N] [--works "teacher-mlp distill-toy teacher-unet16"]
+#   bench/allreduce.sh [--steps N] [--works "teacher-mlp distill-toy vardiu-mog40 teacher-unet16"]
 #
 # Prints, per work: median ms/step on one device and on two, the median time a step spends in
 # all-reduces (`allreduce_s` of timing.jsonl: communication plus waiting for the slower
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 steps=40
-works="teacher-mlp distill-toy teacher-unet16"
+works="teacher-mlp distill-toy vardiu-mog40 teacher-unet16"
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) steps="$2"; shift 2 ;;
@@ -72,6 +72,17 @@ for work in $works; do
         # shellcheck disable=SC2086
         "$bin" distill --teacher "$teacher" --divergence jensen-shannon --steps "$((steps / 3 * 3))" \
           --config "$cfg" --out "$out" $d 2>/dev/null
+      done
+      summary "$work" "$tmp/$work-flex" "$tmp/$work-flex,flex" ;;
+    vardiu-mog40)
+      # VarDiU on the analytic MoG-40 teacher, its default batch (1024 in antithetic pairs).
+      cfg="$tmp/v.json"
+      echo '{"driver": {"log_every": 1, "checkpoint_every": 100000}}' > "$cfg"
+      for d in "--device flex" "--devices flex,flex"; do
+        out="$tmp/$work-${d##* }"
+        # shellcheck disable=SC2086
+        "$bin" distill --method vardiu --target mog40 --steps "$steps" --config "$cfg" \
+          --out "$out" $d 2>/dev/null
       done
       summary "$work" "$tmp/$work-flex" "$tmp/$work-flex,flex" ;;
     teacher-unet16)

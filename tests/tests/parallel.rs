@@ -21,22 +21,25 @@
 //! this file: ≥ 8.9e-5 per tensor, the smallest being per-worker normalisers).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::backend::flex::FlexDevice;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
+use fdistill::core::AnalyticTeacher;
 use fdistill::core::targets::ring8_unbalanced;
 use fdistill::data::TrainingData;
+use fdistill::nets::{GaussianPosterior, GaussianPosteriorConfig};
 use fdistill::nets::{MlpDenoiser, MlpDenoiserConfig, MlpDiscriminatorConfig};
 use fdistill::studies::ring8::seeded;
 use fdistill::train::checkpoint::RunDir;
 use fdistill::train::distill::config::TimeBins;
 use fdistill::train::distill::{
-    Critic, DistillConfig, DistillError, FDistill, run_distillation, run_training,
+    Critic, DistillConfig, DistillError, DistillMethod, DriverConfig, FDistill, VarDiU,
+    VarDiuConfig, run_distillation, run_training,
 };
-use fdistill::train::parallel::{Cluster, run_distillation_on, run_training_on};
+use fdistill::train::parallel::{Cluster, DataParallel, run_distillation_on, run_training_on};
 use fdistill::train::teacher::{EdmTeacher, TeacherConfig};
 
 type B = Autodiff<Flex>;
@@ -324,33 +327,44 @@ const DISTILL_FILES: [&str; 7] = [
     "optim_discriminator.safetensors",
 ];
 
-#[test]
-fn two_workers_distil_as_one_device() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    let config = distill_config();
+/// Runs a method for `driver`'s steps on one device (`make(0, …)`) and on two workers
+/// (`make(rank, …)`: other ranks start from other weights, so only rank 0's broadcast can
+/// make the runs agree). Returns the two run directories under `dir`.
+fn one_and_two_workers<D, Mk>(dir: &Path, driver: &DriverConfig, make: Mk) -> (PathBuf, PathBuf)
+where
+    D: DistillMethod<B> + DataParallel<B>,
+    Mk: Fn(usize, &FlexDevice) -> Result<D, DistillError> + Sync,
+{
+    let (one, two) = (dir.join("one"), dir.join("two"));
     let device = Default::default();
-
-    let mut m = method(21, &device).unwrap();
+    let mut m = make(0, &device).unwrap();
     run_distillation(
         &mut m,
-        &config.driver,
+        driver,
         &RunDir::create(&one).unwrap(),
         false,
         |_| Ok(()),
     )
     .unwrap();
-
     run_distillation_on::<B, _, _, _>(
         &[device, device],
         &Cluster::single(),
-        &config.driver,
+        driver,
         &RunDir::create(&two).unwrap(),
         false,
-        |rank, d| method(21 + 1000 * rank as u64, d),
+        make,
         |_| Ok(()),
     )
     .unwrap();
+    (one, two)
+}
+
+#[test]
+fn two_workers_distil_as_one_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = one_and_two_workers(tmp.path(), &distill_config().driver, |rank, d| {
+        method(21 + 1000 * rank as u64, d)
+    });
 
     assert_close("f-distill", &one, &two, &DISTILL_FILES);
 
@@ -555,4 +569,115 @@ fn two_workers_resume_distillation_exactly() {
             "{f}"
         );
     }
+}
+
+/// VarDiU (SPEC §7) on ring8-unbalanced with the analytic teacher: antithetic batch of 64
+/// (32 latents × ±ε), the reference's σ law on the data's scale, a posterior and a fresh
+/// generator; a large learning rate so that 8 steps move the weights visibly.
+fn vardiu_config() -> VarDiuConfig {
+    let mut c = VarDiuConfig::data_scale().with_data_scale(2.0);
+    c.batch_size = 64;
+    c.lr_generator = 5e-3;
+    c.lr_posterior = 5e-3;
+    c.ema_beta = 0.9;
+    c.driver.steps = 8;
+    c.driver.checkpoint_every = 8;
+    c.driver.log_every = 1;
+    c.driver.seed = 9;
+    c.check().unwrap()
+}
+
+type VarDiuMethod = VarDiU<B, AnalyticTeacher, MlpDenoiser<B>, GaussianPosterior<B>>;
+
+/// The generator and the posterior from `seed` (another seed per rank in the two-worker run:
+/// rank 0's weights must reach every replica).
+fn vardiu_method(seed: u64, device: &FlexDevice) -> Result<VarDiuMethod, DistillError> {
+    let generator = net(seed);
+    let posterior = seeded::<B, _>(device, seed + 1, || {
+        let mut p = GaussianPosteriorConfig::new(2, 2, 2.0);
+        p.hidden = 16;
+        p.depth = 2;
+        materialised(p.init::<B>(device))
+    });
+    VarDiU::new(
+        vardiu_config(),
+        AnalyticTeacher::new(ring8_unbalanced()),
+        generator,
+        posterior,
+        device,
+    )
+}
+
+#[test]
+fn two_workers_run_vardiu_as_one_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let (one, two) = one_and_two_workers(tmp.path(), &vardiu_config().driver, |rank, d| {
+        vardiu_method(31 + 1000 * rank as u64, d)
+    });
+
+    let files = [
+        "generator.safetensors",
+        "generator_ema.safetensors",
+        "posterior.safetensors",
+        "optim_generator.mpk",
+        "optim_posterior.mpk",
+    ];
+    assert_close("vardiu", &one, &two, &files);
+    // The weights moved: a replica that skipped the all-reduce or trained on its half batch
+    // alone could not match by standing still.
+    let start = tmp.path().join("start");
+    std::fs::create_dir_all(&start).unwrap();
+    let m0 = vardiu_method(31, &device).unwrap();
+    DistillMethod::<B>::save(&m0, &start).unwrap();
+    let moved = relative_l2_difference(
+        &start.join("generator.safetensors"),
+        &one.join("checkpoint/generator.safetensors"),
+    );
+    println!("vardiu: the generator moved by {moved:.3e} (relative L2) in 8 steps");
+    assert!(moved > 1e-3, "the generator barely moved: {moved:e}");
+
+    // Rank 0's metrics are the global batch's: the loss, both reported terms and the norms
+    // of the averaged gradients.
+    let (l1, l2) = (metric_lines(&one), metric_lines(&two));
+    assert_eq!(l1.len(), l2.len());
+    assert_eq!(l1.len(), 8);
+    let rel = |x: f64, y: f64| (x - y).abs() / x.abs().max(1e-3);
+    let mut metrics = 0.0f64;
+    for (a, b) in l1.iter().zip(&l2) {
+        for key in [
+            "loss",
+            "neg_log_q",
+            "teacher_pull",
+            "grad_norm_generator",
+            "grad_norm_posterior",
+        ] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            metrics = metrics.max(rel(x, y));
+        }
+    }
+    println!("vardiu: logged loss, terms and gradient norms differ by {metrics:.3e} (relative)");
+    assert!(metrics <= 1e-4, "metrics differ by {metrics:e}");
+}
+
+#[test]
+fn vardiu_batch_that_does_not_split_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let three = [device, device, device];
+    let e = run_distillation_on::<B, _, _, _>(
+        &three,
+        &Cluster::single(),
+        &vardiu_config().driver,
+        &RunDir::create(&tmp.path().join("r")).unwrap(),
+        false,
+        |rank, d| vardiu_method(31 + rank as u64, d),
+        |_| Ok(()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("vardiu batch_size (64) must be a multiple of the number of workers (3)"),
+        "{e}"
+    );
 }

@@ -170,29 +170,25 @@ fn assert_close_runs(a: &Path, b: &Path, files: &[&str], what: &str) {
     }
 }
 
+/// Runs `command` for 6 steps with the config file `cfg` into `out` on `devices`; it must
+/// succeed. Returns `out`.
+fn succeed(command: &[&str], cfg: &Path, out: &Path, devices: &[&str]) -> PathBuf {
+    let mut args = command.to_vec();
+    args.extend_from_slice(&["--out", p(out), "--steps", "6", "--config", p(cfg)]);
+    args.extend_from_slice(devices);
+    let o = fdistill(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out.to_path_buf()
+}
+
 const TEACHER: &str = r#"{"teacher": {"batch_size": 64, "checkpoint_every": 6, "log_every": 1, "seed": 4},
                          "net": {"hidden": 16, "depth": 2, "embedding_size": 8}}"#;
 
 fn teacher(dir: &Path, name: &str, devices: &[&str]) -> PathBuf {
     let cfg = dir.join("teacher.json");
     std::fs::write(&cfg, TEACHER).unwrap();
-    let out = dir.join(name);
-    let mut args = vec![
-        "teacher",
-        "train",
-        "--data",
-        "ring8-unbalanced",
-        "--out",
-        p(&out),
-        "--steps",
-        "6",
-        "--config",
-        p(&cfg),
-    ];
-    args.extend_from_slice(devices);
-    let o = fdistill(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
+    let args = ["teacher", "train", "--data", "ring8-unbalanced"];
+    succeed(&args, &cfg, &dir.join(name), devices)
 }
 
 #[test]
@@ -221,24 +217,14 @@ fn two_cpu_devices_train_and_distil_as_one() {
     )
     .unwrap();
     let distill = |name: &str, devices: &[&str]| {
-        let out = dir.join(name);
-        let mut args = vec![
+        let args = [
             "distill",
             "--teacher",
             p(&one),
             "--divergence",
             "forward-kl",
-            "--out",
-            p(&out),
-            "--steps",
-            "6",
-            "--config",
-            p(&cfg),
         ];
-        args.extend_from_slice(devices);
-        let o = fdistill(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        out
+        succeed(&args, &cfg, &dir.join(name), devices)
     };
     let s1 = distill("s1", &["--device", "flex"]);
     let s2 = distill("s2", &["--devices", "flex,flex"]);
@@ -271,6 +257,80 @@ fn two_cpu_devices_train_and_distil_as_one() {
         p(&cfg),
     ]);
     assert_usage_error(&o, "multiple of the number of workers (3)");
+}
+
+/// VarDiU (`--method vardiu`, the analytic teacher of ring8-unbalanced) on two CPU devices:
+/// the same generator, EMA, posterior and AdamW states as on one device; a batch that does not
+/// split is refused, and so is a new run in a directory that holds one (the run guard).
+#[test]
+fn two_cpu_devices_run_vardiu_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    if !collective_built(dir) {
+        return;
+    }
+    let cfg = dir.join("vardiu.json");
+    std::fs::write(
+        &cfg,
+        r#"{"batch_size": 64, "lr_generator": 0.005, "lr_posterior": 0.005, "ema_beta": 0.9,
+            "driver": {"checkpoint_every": 6, "log_every": 1, "seed": 3}}"#,
+    )
+    .unwrap();
+    let vardiu = |name: &str, devices: &[&str]| {
+        let args = [
+            "distill",
+            "--method",
+            "vardiu",
+            "--target",
+            "ring8-unbalanced",
+        ];
+        succeed(&args, &cfg, &dir.join(name), devices)
+    };
+    let v1 = vardiu("v1", &["--device", "flex"]);
+    let v2 = vardiu("v2", &["--devices", "flex,flex"]);
+    assert_close_runs(
+        &v1,
+        &v2,
+        &[
+            "generator.safetensors",
+            "generator_ema.safetensors",
+            "posterior.safetensors",
+            "optim_generator.mpk",
+            "optim_posterior.mpk",
+        ],
+        "vardiu",
+    );
+    // 64 rows do not split over 3 devices: refused before anything is trained.
+    let o = fdistill(&[
+        "distill",
+        "--method",
+        "vardiu",
+        "--target",
+        "ring8-unbalanced",
+        "--out",
+        p(&dir.join("v3")),
+        "--steps",
+        "2",
+        "--devices",
+        "flex,flex,flex",
+        "--config",
+        p(&cfg),
+    ]);
+    assert_usage_error(&o, "multiple of the number of workers (3)");
+    assert!(!dir.join("v3/checkpoint").exists());
+    // A finished run is not overwritten by a new one without --overwrite.
+    let o = fdistill(&[
+        "distill",
+        "--method",
+        "vardiu",
+        "--target",
+        "ring8-unbalanced",
+        "--out",
+        p(&v1),
+        "--steps",
+        "2",
+    ]);
+    assert_usage_error(&o, "--resume");
 }
 
 /// A free TCP port on loopback (bound, then released for the child to take).

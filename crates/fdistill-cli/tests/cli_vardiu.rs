@@ -109,20 +109,24 @@ fn analytic_teacher_run_resumes_samples_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let cfg = tiny_config(tmp.path());
-    let o = fdistill(&[
-        "distill",
-        "--method",
-        "vardiu",
-        "--target",
-        "mog40",
-        "--config",
-        p(&cfg),
-        "--steps",
-        "6",
-        "--out",
-        p(&run),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let analytic = |steps: &str, out: &std::path::Path| {
+        let o = fdistill(&[
+            "distill",
+            "--method",
+            "vardiu",
+            "--target",
+            "mog40",
+            "--config",
+            p(&cfg),
+            "--steps",
+            steps,
+            "--out",
+            p(out),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let o = analytic("6", &run);
     assert!(
         stderr(&o).contains("VarDiU: 6 generator updates"),
         "{}",
@@ -157,6 +161,20 @@ fn analytic_teacher_run_resumes_samples_and_evaluates() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("(7 → 9)"), "{}", stderr(&o));
     assert_eq!(metric_lines(&run), 9);
+    // Exact resume: 6 + 3 steps write the same metrics bytes (no wall times in them) and the
+    // same weights as 9 steps at once.
+    let straight = tmp.path().join("straight");
+    analytic("9", &straight);
+    let bytes = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert!(
+        bytes(&run, "metrics.jsonl") == bytes(&straight, "metrics.jsonl"),
+        "metrics.jsonl differs between 6 + 3 steps and 9 at once"
+    );
+    for f in ["generator.safetensors", "posterior.safetensors"] {
+        let f = format!("checkpoint/{f}");
+        assert!(bytes(&run, &f) == bytes(&straight, &f), "{f} differs");
+    }
+    assert!(run.join("timing.jsonl").is_file());
 
     // sample and eval on the run directory, as for an f-distill student.
     let samples = tmp.path().join("s.csv");

@@ -25,7 +25,6 @@ use fdistill::train::distill::{
     Critic, DistillConfig, DistillError, FDistill, StepMetrics, StopRequested, one_step_generate,
     run_distillation,
 };
-use fdistill::train::guard::WriteMode;
 use fdistill::train::parallel::run_distillation_on;
 use fdistill::train::teacher::{TEACHER_EMA_FILE, teacher_checkpoint};
 use serde::{Deserialize, Serialize};
@@ -300,13 +299,6 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
     if args.method == MethodArg::Vardiu
         || (args.resume && super::distill_vardiu::is_vardiu_run(&args.out))
     {
-        if args.parallel.given() || args.parallel.devices.is_some() {
-            return Err(CliError::Usage(
-                "VarDiU runs on one device (--device): drop --devices and --nodes (data-parallel runs are \
-                 f-distill's)"
-                    .into(),
-            ));
-        }
         return super::distill_vardiu::run(&args);
     }
     if args.vardiu.target.is_some() {
@@ -322,13 +314,13 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         .single_device(&args.device)
         .parse()
         .map_err(|e: fdistill::backends::DeviceError| CliError::Usage(e.to_string()))?;
-    let mode = WriteMode::from_flags(args.resume, args.overwrite);
     // --resume reads the run it continues: lock it first (creating nothing).
-    let early = if args.resume && !args.dry_run && writes {
-        Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?)
-    } else {
-        None
-    };
+    let mut lock = run_guard::TrainingLock::start(
+        &args.out,
+        (args.resume, args.overwrite, args.dry_run),
+        writes,
+        RESUME_HINT,
+    )?;
     let (config, data) = resolve(&args)?;
     if args.dry_run {
         println!(
@@ -338,15 +330,7 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         return Ok(None);
     }
     // Nodes other than 0 write nothing: node 0 writes the run.
-    let guard = match early {
-        Some(g) => Some(g),
-        None if writes => Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?),
-        None => None,
-    };
-    let run = match &guard {
-        Some(g) => g.run().clone(),
-        None => RunDir::at(&args.out),
-    };
+    let run = lock.run_dir()?;
     if writes && (!args.resume || args.steps.is_some()) {
         // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
@@ -373,7 +357,7 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
         None => dispatch(&device, task),
     }
     .map_err(|e| CliError::Usage(e.to_string()))?;
-    drop(guard);
+    drop(lock);
     result.map(Some)
 }
 
@@ -410,7 +394,7 @@ impl DevicesTask for DistillOnDevices {
 }
 
 /// Where a student run trains: one device, or one replica per device of a plan.
-enum Devices<B: AutodiffBackend> {
+pub(super) enum Devices<B: AutodiffBackend> {
     One(B::Device),
     Many(ParallelPlan, Vec<B::Device>),
 }

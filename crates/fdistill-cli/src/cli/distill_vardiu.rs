@@ -21,23 +21,28 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
-use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::backends::{BackendTask, DeviceSpec, DevicesTask, dispatch, dispatch_devices};
 use fdistill::core::AnalyticTeacher;
 use fdistill::core::Denoiser;
 use fdistill::core::targets::gmm_target;
 use fdistill::data::TrainingData;
 use fdistill::nets::{GaussianPosterior, GaussianPosteriorConfig, MlpDenoiser, MlpDenoiserConfig};
 use fdistill::train::checkpoint::{RunDir, load_module};
-use fdistill::train::distill::driver::latest_checkpoint;
-use fdistill::train::distill::vardiu::VARDIU_PRESETS;
-use fdistill::train::distill::{VarDiU, VarDiuConfig, run_distillation};
+use fdistill::train::distill::driver::{BoxError, StepReport};
+use fdistill::train::distill::vardiu::{VARDIU_PRESETS, VarDiuMetrics};
+use fdistill::train::distill::{
+    DistillError, StopRequested, VarDiU, VarDiuConfig, run_distillation,
+};
+use fdistill::train::parallel::run_distillation_on;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::CliError;
-use super::distill::{DistillArgs, DistillOutcome, merge, read_overrides};
+use super::distill::{Devices, DistillArgs, DistillOutcome, merge, read_overrides};
+use super::parallel::ParallelPlan;
+use super::run_guard::{self, loop_error, shell_word};
 use super::teacher::{DataInfo, TeacherNet, read_run_config};
+use super::{CliError, interrupt};
 
 /// The value of `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -247,12 +252,27 @@ pub fn resolve(args: &DistillArgs) -> Result<(VarDiuRunConfig, bool), CliError> 
     Ok((config, derived))
 }
 
-/// Runs `fdistill distill --method vardiu`.
+/// What `--resume` expects, for the guard's message.
+const RESUME_HINT: &str = "--resume continues a VarDiU run: pass the --out of an earlier \
+     `fdistill distill --method vardiu`";
+
+/// Runs `fdistill distill --method vardiu`: one device, or one replica per device of
+/// `--devices` (and nodes), as f-distill.
 pub fn run(args: &DistillArgs) -> Result<Option<DistillOutcome>, CliError> {
+    let plan = args.parallel.plan(&args.device)?;
+    let writes = args.parallel.writes();
     let device: DeviceSpec = args
-        .device
+        .parallel
+        .single_device(&args.device)
         .parse()
         .map_err(|e: fdistill::backends::DeviceError| CliError::Usage(e.to_string()))?;
+    // --resume reads the run it continues: lock it first (creating nothing).
+    let mut lock = run_guard::TrainingLock::start(
+        &args.out,
+        (args.resume, args.overwrite, args.dry_run),
+        writes,
+        RESUME_HINT,
+    )?;
     let (config, derived) = resolve(args)?;
     let (lo, hi) = config.vardiu.sigma_range();
     if derived {
@@ -270,14 +290,10 @@ pub fn run(args: &DistillArgs) -> Result<Option<DistillOutcome>, CliError> {
         );
         return Ok(None);
     }
-    let run = RunDir::create(&args.out).map_err(|e| CliError::Usage(e.to_string()))?;
-    if !args.resume {
-        if latest_checkpoint(&run).is_ok() {
-            return Err(CliError::Usage(format!(
-                "`{}` already holds a student checkpoint; continue it with --resume or choose a new --out",
-                args.out.display()
-            )));
-        }
+    // One writer per run directory; nodes other than 0 write nothing.
+    let run = lock.run_dir()?;
+    if writes && (!args.resume || args.steps.is_some()) {
+        // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
     }
     let task = VarDiuTask {
@@ -286,9 +302,13 @@ pub fn run(args: &DistillArgs) -> Result<Option<DistillOutcome>, CliError> {
         resume: args.resume,
         quiet: args.quiet,
     };
-    dispatch(&device, task)
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .map(Some)
+    let result = match plan {
+        Some(plan) => dispatch_devices(&plan.devices.clone(), VarDiuOnDevices { task, plan }),
+        None => dispatch(&device, task),
+    }
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    drop(lock);
+    result.map(Some)
 }
 
 struct VarDiuTask {
@@ -302,44 +322,75 @@ impl BackendTask for VarDiuTask {
     type Output = Result<DistillOutcome, CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        self.train_on::<B>(Devices::One(device))
+    }
+}
+
+/// `distill --method vardiu --devices`: one replica per device.
+struct VarDiuOnDevices {
+    task: VarDiuTask,
+    plan: ParallelPlan,
+}
+
+impl DevicesTask for VarDiuOnDevices {
+    type Output = Result<DistillOutcome, CliError>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        self.task.train_on::<B>(Devices::Many(self.plan, devices))
+    }
+}
+
+/// A VarDiU replica's networks on one device: teacher, generator, posterior.
+type Networks<B, T> = (T, MlpDenoiser<B>, GaussianPosterior<B>);
+
+impl VarDiuTask {
+    /// The networks for the run's teacher (a trained MLP or a built-in mixture), then the loop.
+    fn train_on<B: AutodiffBackend>(self, on: Devices<B>) -> Result<DistillOutcome, CliError> {
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
-        B::seed(&device, self.config.vardiu.driver.seed);
-        let TeacherNet::Mlp(net_cfg) = &self.config.net else {
+        let TeacherNet::Mlp(net_cfg) = self.config.net.clone() else {
             return Err(CliError::Usage(
                 "config.json: a VarDiU run's generator must be an MLP".into(),
             ));
         };
-        let posterior = self.config.posterior.init::<B>(&device);
-        match &self.config.teacher {
+        let post_cfg = self.config.posterior.clone();
+        match self.config.teacher.clone() {
             VarDiuTeacher::Network { run } => {
-                let weights = RunDir::open(run)
+                let weights = RunDir::open(&run)
                     .map_err(|e| usage(&e))?
                     .checkpoint_file("ema.safetensors");
-                let net: MlpDenoiser<B> =
-                    load_module::<B, _>(net_cfg.init(&device), &weights).map_err(|e| usage(&e))?;
-                self.train(net.clone().no_grad(), net, posterior, &device)
+                // The posterior first, then the generator: the backend RNG's order.
+                self.train_with(
+                    |device: &B::Device| {
+                        let posterior = post_cfg.init::<B>(device);
+                        let net: MlpDenoiser<B> =
+                            load_module::<B, _>(net_cfg.init(device), &weights)
+                                .map_err(|e| usage(&e))?;
+                        Ok((net.clone().no_grad(), net, posterior))
+                    },
+                    on,
+                )
             }
             VarDiuTeacher::Analytic { target } => {
-                let mixture = gmm_target(target).map_err(|e| usage(&e))?;
-                let generator = net_cfg.init::<B>(&device);
-                self.train(AnalyticTeacher::new(mixture), generator, posterior, &device)
+                let mixture = gmm_target(&target).map_err(|e| usage(&e))?;
+                self.train_with(
+                    |device: &B::Device| {
+                        let posterior = post_cfg.init::<B>(device);
+                        let generator = net_cfg.init::<B>(device);
+                        Ok((AnalyticTeacher::new(mixture.clone()), generator, posterior))
+                    },
+                    on,
+                )
             }
         }
     }
-}
 
-impl VarDiuTask {
-    /// The VarDiU loop with a progress bar.
-    fn train<B, T>(
-        self,
-        teacher: T,
-        generator: MlpDenoiser<B>,
-        posterior: GaussianPosterior<B>,
-        device: &B::Device,
-    ) -> Result<DistillOutcome, CliError>
+    /// The VarDiU loop with a progress bar, on one device (the networks built once, the
+    /// backend seeded first) or one replica per device.
+    fn train_with<B, T, F>(self, build: F, on: Devices<B>) -> Result<DistillOutcome, CliError>
     where
         B: AutodiffBackend,
         T: Denoiser<B>,
+        F: Fn(&B::Device) -> Result<Networks<B, T>, CliError> + Sync,
     {
         let VarDiuTask {
             config,
@@ -349,8 +400,11 @@ impl VarDiuTask {
         } = self;
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let vc = &config.vardiu;
-        let mut method = VarDiU::new(vc.clone(), teacher, generator, posterior, device)
-            .map_err(|e| usage(&e))?;
+        let method_on = |device: &B::Device| -> Result<VarDiU<B, T, _, _>, CliError> {
+            B::seed(device, vc.driver.seed);
+            let (teacher, generator, posterior) = build(device)?;
+            VarDiU::new(vc.clone(), teacher, generator, posterior, device).map_err(|e| usage(&e))
+        };
         let bar = if quiet {
             ProgressBar::hidden()
         } else {
@@ -363,24 +417,62 @@ impl VarDiuTask {
             .expect("valid template")
             .progress_chars("=> "),
         );
-        let start = Instant::now();
-        let result = run_distillation(&mut method, &vc.driver, &run, resume, |r| {
+        let armed = interrupt::arm();
+        let observe = |r: &StepReport<'_, VarDiuMetrics>| -> Result<(), BoxError> {
             bar.set_position(r.step as u64);
             let m = r.metrics;
             bar.set_message(format!(
                 "w·(−log q) {:.3} pull {:.3} pow {:.2}",
                 m.neg_log_q, m.teacher_pull, m.pow
             ));
+            if interrupt::requested() {
+                return Err(Box::new(StopRequested));
+            }
             Ok(())
-        });
+        };
+        let start = Instant::now();
+        let workers = match &on {
+            Devices::One(_) => 1,
+            Devices::Many(p, d) => d.len() * p.cluster.nodes,
+        };
+        let result = match &on {
+            Devices::One(device) => {
+                let mut method = method_on(device)?;
+                run_distillation(&mut method, &vc.driver, &run, resume, observe)
+            }
+            Devices::Many(plan, devices) => {
+                // The backend RNG is one per process: seed and build one replica at a time,
+                // so rank 0 starts from the weights a one-device run with this seed has.
+                static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                run_distillation_on::<B, _, _, _>(
+                    devices,
+                    &plan.cluster,
+                    &vc.driver,
+                    &run,
+                    resume,
+                    |_rank, device| {
+                        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+                        method_on(device).map_err(|e| DistillError::Config(e.to_string()))
+                    },
+                    observe,
+                )
+            }
+        };
+        drop(armed);
         bar.finish_and_clear();
-        let summary = result.map_err(|e| CliError::Runtime(e.into()))?;
+        let resume_cmd = format!("fdistill distill --out {} --resume", shell_word(run.root()));
+        let summary = result.map_err(|e| loop_error(e, &resume_cmd))?;
         let elapsed = start.elapsed().as_secs_f64();
         let steps = summary.last_step + 1 - summary.first_step;
         if !quiet {
             let (lo, hi) = vc.sigma_range();
+            let on = if workers > 1 {
+                format!(" on {workers} devices")
+            } else {
+                String::new()
+            };
             eprintln!(
-                "VarDiU: {steps} generator updates ({} → {}) in {elapsed:.1} s ({:.0} it/s), \
+                "VarDiU: {steps} generator updates ({} → {}){on} in {elapsed:.1} s ({:.0} it/s), \
                  σ ∈ [{lo}, {hi}]; checkpoint in {}",
                 summary.first_step,
                 summary.last_step,

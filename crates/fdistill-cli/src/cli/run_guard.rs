@@ -32,6 +32,55 @@ pub fn acquire(
     Ok(guard)
 }
 
+/// The lock of a training command (`teacher train`, `distill`), taken in two phases around
+/// reading its configuration: [`start`](Self::start) locks at once when resuming (the run's
+/// `config.json` is read next and must not change under it), [`run_dir`](Self::run_dir)
+/// otherwise, once the configuration is resolved and checked (a refused configuration
+/// creates nothing). A process that does not write (a node other than 0 of a multi-node run)
+/// takes no lock. Dropping it releases the lock.
+pub struct TrainingLock {
+    guard: Option<RunGuard>,
+    out: std::path::PathBuf,
+    mode: WriteMode,
+    writes: bool,
+    hint: &'static str,
+}
+
+impl TrainingLock {
+    /// Locks `out` now if `resume` (and not `dry_run`) and this process `writes`.
+    pub fn start(
+        out: &Path,
+        (resume, overwrite, dry_run): (bool, bool, bool),
+        writes: bool,
+        hint: &'static str,
+    ) -> Result<Self, CliError> {
+        let mode = WriteMode::from_flags(resume, overwrite);
+        let guard = if resume && !dry_run && writes {
+            Some(acquire(out, mode, &[], hint)?)
+        } else {
+            None
+        };
+        Ok(TrainingLock {
+            guard,
+            out: out.to_path_buf(),
+            mode,
+            writes,
+            hint,
+        })
+    }
+
+    /// The run directory, locked (if this process writes and the lock is not held yet).
+    pub fn run_dir(&mut self) -> Result<fdistill::train::checkpoint::RunDir, CliError> {
+        if self.guard.is_none() && self.writes {
+            self.guard = Some(acquire(&self.out, self.mode, &[], self.hint)?);
+        }
+        Ok(match &self.guard {
+            Some(g) => g.run().clone(),
+            None => fdistill::train::checkpoint::RunDir::at(&self.out),
+        })
+    }
+}
+
 /// `path` as a shell word: as is when it is plain, else single-quoted.
 pub fn shell_word(path: &Path) -> String {
     let s = path.display().to_string();

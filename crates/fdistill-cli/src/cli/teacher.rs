@@ -18,7 +18,6 @@ use fdistill::nets::{MlpDenoiserConfig, UNetConfig};
 use fdistill::train::checkpoint::RunDir;
 use fdistill::train::distill::driver::{BoxError, DriverSummary, StepReport, latest_checkpoint};
 use fdistill::train::distill::{DistillError, StopRequested, run_training};
-use fdistill::train::guard::WriteMode;
 use fdistill::train::parallel::run_training_on;
 use fdistill::train::teacher::{EdmTeacher, TeacherConfig, TeacherMetrics};
 use rand::SeedableRng;
@@ -419,13 +418,13 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
                 .to_string(),
         ));
     }
-    let mode = WriteMode::from_flags(args.resume, args.overwrite);
     // --resume reads the run it continues: lock it first (creating nothing).
-    let early = if args.resume && !args.dry_run && writes {
-        Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?)
-    } else {
-        None
-    };
+    let mut lock = run_guard::TrainingLock::start(
+        &args.out,
+        (args.resume, args.overwrite, args.dry_run),
+        writes,
+        RESUME_HINT,
+    )?;
     let (config, data) = if args.resume {
         resolve_resume(&args)?
     } else {
@@ -439,15 +438,7 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
         return Ok(());
     }
     // Nodes other than 0 write nothing: node 0 writes the run.
-    let guard = match early {
-        Some(g) => Some(g),
-        None if writes => Some(run_guard::acquire(&args.out, mode, &[], RESUME_HINT)?),
-        None => None,
-    };
-    let run = match &guard {
-        Some(g) => g.run().clone(),
-        None => RunDir::at(&args.out),
-    };
+    let run = lock.run_dir()?;
     if writes && (!args.resume || args.steps.is_some()) {
         // A resumed run's config.json records its new length.
         run.write_config(&config).map_err(anyhow::Error::from)?;
@@ -470,7 +461,7 @@ pub fn train(args: TrainArgs) -> Result<(), CliError> {
         None => dispatch(&device, task),
     }
     .map_err(|e| CliError::Usage(e.to_string()))?;
-    drop(guard);
+    drop(lock);
     result
 }
 

@@ -7,6 +7,12 @@
 //! σ_init)`, the same generator role as f-distill's, initialised from the teacher's network)
 //! and the amortised posterior `q_φ(z | x_t, σ)` (random initialisation). No fake score, no
 //! inner loop.
+//!
+//! **Several devices** ([`DataParallel`], [`crate::parallel`]): every replica draws the whole
+//! global batch (latents, σ, ε, with the antithetic copies) and keeps its rows; the loss is a
+//! mean over rows, so the mean over replicas of the two networks' gradients is the gradient
+//! of the global batch. Both gradients are all-reduced (mean) before the norms and the clip,
+//! and the reported values are means over replicas: every replica takes the same step.
 
 use std::path::Path;
 use std::time::Instant;
@@ -24,6 +30,7 @@ use super::driver::{
 };
 use super::{DistillError, one_step_generate};
 use crate::checkpoint::{CheckpointError, load_module, read_json, save_module, write_json};
+use crate::parallel::{DataParallel, Reduce, Shard};
 use crate::teacher::{ema_decay, ema_update};
 use fdistill_core::denoiser::Denoiser;
 use fdistill_core::random::standard_normal;
@@ -289,6 +296,9 @@ pub struct VarDiuTimes {
     pub backward_s: f64,
     /// Both AdamW steps and the EMA.
     pub update_s: f64,
+    /// All-reduces (gradients and reported values) of a data-parallel run; 0 on one device.
+    #[serde(default)]
+    pub allreduce_s: f64,
 }
 
 /// What one VarDiU step reports.
@@ -308,11 +318,17 @@ pub struct VarDiuMetrics {
     /// Posterior gradient norm before clipping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_norm_posterior: Option<f64>,
-    /// Wall time by phase.
+    /// Wall time by phase: in memory and in `timing.jsonl`, not in `metrics.jsonl` (which
+    /// must be the same bytes for the same seed, resumed or not; [`StepMetrics::wall_times`]).
+    #[serde(skip)]
     pub time: VarDiuTimes,
 }
 
 impl StepMetrics for VarDiuMetrics {
+    fn wall_times(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(&self.time).ok()
+    }
+
     fn non_finite(&self) -> Option<(String, f64)> {
         [
             ("VarDiU loss", Some(self.loss)),
@@ -350,6 +366,8 @@ where
     state: MethodState,
     dim: usize,
     device: B::Device,
+    /// This replica's place in a data-parallel run; `None` on one device.
+    shard: Option<Shard<B::InnerBackend>>,
 }
 
 fn host_tensor<B: Backend, const D: usize>(
@@ -413,6 +431,7 @@ where
             state: MethodState { generator_steps: 0 },
             dim,
             device: device.clone(),
+            shard: None,
         })
     }
 
@@ -431,9 +450,23 @@ where
         &self.posterior
     }
 
+    /// This replica's rows of a row-major `[batch, cols]` host array drawn for the global
+    /// batch (all of it on one device).
+    fn mine(&self, values: Vec<f64>, cols: usize) -> Vec<f64> {
+        match &self.shard {
+            Some(s) => s.take_rows(&values, cols),
+            None => values,
+        }
+    }
+
     /// One step: draw (antithetic) z, σ, ε; the VarDiU loss; one backward; clip each
-    /// network's gradient; both AdamW steps; EMA.
-    fn vardiu_step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> VarDiuMetrics {
+    /// network's gradient; both AdamW steps; EMA. Data-parallel: this replica's rows of the
+    /// global batch, gradients and reported values averaged over the replicas.
+    fn vardiu_step(
+        &mut self,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<VarDiuMetrics, DistillError> {
         let cfg = self.config.clone();
         let (n, d) = (cfg.batch_size, self.dim);
         let dev = self.device.clone();
@@ -452,6 +485,7 @@ where
         } else {
             (z, eps, sigma)
         };
+        let (z, eps, sigma) = (self.mine(z, d), self.mine(eps, d), self.mine(sigma, 1));
         let b = sigma.len();
         let weight: Vec<f64> = sigma
             .iter()
@@ -487,19 +521,41 @@ where
         let mut grads = loss.backward();
         let g_gen = GradientsParams::from_module(&mut grads, &self.generator);
         let g_post = GradientsParams::from_module(&mut grads, &self.posterior);
+        let shard = self.shard.clone();
+        let (g_gen, g_post) = match &shard {
+            Some(s) => (
+                s.mean_grads::<B, N>(&self.generator, g_gen)?,
+                s.mean_grads::<B, P>(&self.posterior, g_post)?,
+            ),
+            None => (g_gen, g_post),
+        };
+        // The loss and the two reported terms (means over replicas); then the squared norms
+        // of the averaged gradients: one host read.
+        let (neg_log_q, teacher_pull, loss) = match &shard {
+            Some(s) => {
+                let terms = host_tensor::<B::InnerBackend, 1>(
+                    vec![out.neg_log_q, out.teacher_pull],
+                    [2],
+                    &dev,
+                );
+                let mean = s.all_reduce(Tensor::cat(vec![loss.inner(), terms], 0), Reduce::Mean)?;
+                (None, None, mean)
+            }
+            None => (Some(out.neg_log_q), Some(out.teacher_pull), loss.inner()),
+        };
         let zero = || Tensor::zeros([1], &dev);
         let v = fdistill_core::host::read_values(Tensor::cat(
             vec![
-                loss.inner(),
                 grad_sq_norm::<B, N>(&self.generator, &g_gen).unwrap_or_else(zero),
                 grad_sq_norm::<B, P>(&self.posterior, &g_post).unwrap_or_else(zero),
+                loss,
             ],
             0,
         ));
-        let (value, norm_gen, norm_post) = (v[0], v[1].sqrt(), v[2].sqrt());
+        let (norm_gen, norm_post, value) = (v[0].sqrt(), v[1].sqrt(), v[2]);
         let mut m = VarDiuMetrics {
-            neg_log_q: out.neg_log_q,
-            teacher_pull: out.teacher_pull,
+            neg_log_q: neg_log_q.unwrap_or_else(|| v[3]),
+            teacher_pull: teacher_pull.unwrap_or_else(|| v[4]),
             loss: value,
             pow,
             grad_norm_generator: None,
@@ -508,8 +564,9 @@ where
         };
         if m.non_finite().is_some() {
             time.backward_s = t.elapsed().as_secs_f64();
+            time.allreduce_s = shard.map_or(0.0, |s| s.take_comm_seconds());
             m.time = time;
-            return m;
+            return Ok(m);
         }
         m.grad_norm_generator = Some(norm_gen);
         m.grad_norm_posterior = Some(norm_post);
@@ -517,8 +574,9 @@ where
         let g_post = clip_grads_to::<B, P>(&self.posterior, g_post, cfg.grad_clip, norm_post);
         time.backward_s = t.elapsed().as_secs_f64();
         if m.non_finite().is_some() {
+            time.allreduce_s = shard.map_or(0.0, |s| s.take_comm_seconds());
             m.time = time;
-            return m;
+            return Ok(m);
         }
 
         // 4. both optimisers step; EMA of the generator
@@ -533,8 +591,29 @@ where
         let beta = ema_decay(cfg.ema_beta, self.state.generator_steps);
         self.generator_ema = ema_update(self.generator_ema.clone(), &self.generator.valid(), beta);
         time.update_s = t.elapsed().as_secs_f64();
+        time.allreduce_s = shard.map_or(0.0, |s| s.take_comm_seconds());
         m.time = time;
-        m
+        Ok(m)
+    }
+}
+
+impl<B, T, N, P> DataParallel<B> for VarDiU<B, T, N, P>
+where
+    B: AutodiffBackend,
+    T: Denoiser<B>,
+    N: AutodiffModule<B> + Denoiser<B>,
+    N::InnerModule: Denoiser<B::InnerBackend>,
+    P: AutodiffModule<B> + LatentPosterior<B>,
+{
+    /// Splits every global batch of `batch_size` rows (antithetic copies included) over the
+    /// replicas and copies rank 0's generator, its EMA and the posterior onto this replica.
+    fn set_shard(&mut self, shard: Shard<B::InnerBackend>) -> Result<(), DistillError> {
+        shard.check_batch(self.config.batch_size, "vardiu batch_size")?;
+        self.generator = shard.broadcast_module::<B, N>(self.generator.clone())?;
+        self.generator_ema = shard.broadcast_inner(self.generator_ema.clone())?;
+        self.posterior = shard.broadcast_module::<B, P>(self.posterior.clone())?;
+        self.shard = Some(shard);
+        Ok(())
     }
 }
 
@@ -560,7 +639,7 @@ where
     }
 
     fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<VarDiuMetrics, DistillError> {
-        Ok(self.vardiu_step(step, rng))
+        self.vardiu_step(step, rng)
     }
 
     fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
