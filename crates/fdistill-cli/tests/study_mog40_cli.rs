@@ -148,3 +148,51 @@ fn tiny_mog40_study_writes_table_and_figures() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--first-seed` extends a study in a new directory: `--first-seed 1 --seeds 1` runs seed 1
+/// alone, and its row equals seed 1's row of a study of seeds 0 and 1 (a run's seed alone
+/// decides its result).
+#[test]
+fn first_seed_runs_only_the_later_seeds_with_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let study = |out: &str, extra: &[&str]| -> Vec<Vec<String>> {
+        let dir = tmp.path().join(out);
+        let status = Command::new(env!("CARGO_BIN_EXE_fdistill"))
+            .args(["study", "mog40", "--steps", "3", "--eval-every", "3"])
+            .args(["--teacher-steps", "5", "--eval-samples", "64"])
+            .args([
+                "--curve-samples",
+                "32",
+                "--batch-size",
+                "16",
+                "--hidden",
+                "8",
+            ])
+            .args(["--methods", "vardiu", "--teachers", "analytic"])
+            .args(extra)
+            .arg("--out")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    };
+    let both = study("both", &["--seeds", "2"]);
+    let later = study("later", &["--first-seed", "1", "--seeds", "1"]);
+    assert_eq!(both.len(), 2);
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0][2], "1", "the seed column: {later:?}");
+    assert!(tmp.path().join("later/runs/analytic/vardiu/seed1").is_dir());
+    assert!(!tmp.path().join("later/runs/analytic/vardiu/seed0").exists());
+    // teacher, method, seed, status and the three metrics (not the wall time).
+    assert_eq!(
+        later[0][..7],
+        both[1][..7],
+        "seed 1 alone vs seed 1 of 0..2"
+    );
+    assert_ne!(both[0][4..7], both[1][4..7], "seeds 0 and 1 must differ");
+}

@@ -168,8 +168,13 @@ impl Mog40Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mog40Config {
-    /// Seeds `0..seeds` per (teacher, method).
+    /// Number of seeds per (teacher, method): seeds `first_seed..first_seed + seeds`.
     pub seeds: u64,
+    /// The first seed (0 by default). A study can be extended with more seeds in a new
+    /// directory (`first_seed = 3, seeds = 2` runs seeds 3 and 4) without rerunning the others;
+    /// a run's seed alone decides its result.
+    #[serde(default)]
+    pub first_seed: u64,
     /// Generator updates per run (the equal budget).
     pub steps: usize,
     /// Generator updates of `vardiu-reference` runs.
@@ -211,6 +216,7 @@ impl Default for Mog40Config {
     fn default() -> Self {
         Mog40Config {
             seeds: 3,
+            first_seed: 0,
             steps: 3000,
             reference_steps: 15_000,
             eval_every: 100,
@@ -250,6 +256,13 @@ impl Mog40Config {
                 self.eval_every,
                 self.teacher_steps,
                 self.vardiu_law_critic_steps
+            );
+        }
+        if self.first_seed > u64::from(u32::MAX) {
+            bail!(
+                "first_seed must be at most {} (runs seed their backend with 1000 + seed), got {}",
+                u32::MAX,
+                self.first_seed
             );
         }
         if self.batch_size < 2 || self.curve_samples < 2 || self.eval_samples < 2 {
@@ -551,16 +564,21 @@ pub fn train_mog40_teacher<B: AutodiffBackend>(
         seed: 0,
         ..TeacherConfig::default()
     };
-    let state = train_teacher(
-        net.init::<B>(device),
-        &TrainingData::Mixture(target),
-        &tc,
-        device,
-        |_, _| {
-            progress(1);
-            Ok(())
-        },
-    )?;
+    // Seeded: the initial weights come from the backend's RNG (burn draws them on first
+    // use, so the whole training runs in the seeded section). Unseeded, every process drew
+    // another teacher, and with it another initialisation for every generator of the study.
+    let state = crate::ring8::seeded::<B, _>(device, tc.seed, || {
+        train_teacher(
+            net.init::<B>(device),
+            &TrainingData::Mixture(target),
+            &tc,
+            device,
+            |_, _| {
+                progress(1);
+                Ok(())
+            },
+        )
+    })?;
     save_module::<B::InnerBackend, _>(&state.ema, path)?;
     Ok(())
 }
@@ -937,7 +955,7 @@ pub fn run_study<B: AutodiffBackend>(
     let mut runs = Vec::new();
     for &teacher in &config.teachers {
         for &method in &config.methods {
-            for seed in 0..config.seeds {
+            for seed in config.first_seed..config.first_seed + config.seeds {
                 let run = match teacher {
                     TeacherKind::Analytic => run_one::<B, _>(
                         config,

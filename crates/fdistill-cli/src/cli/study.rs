@@ -43,9 +43,13 @@ pub struct Mog40Args {
     /// Generator updates of the `vardiu-reference` runs (the reference's own settings).
     #[arg(long, default_value_t = 15000)]
     pub reference_steps: usize,
-    /// Number of seeds (0..N).
+    /// Number of seeds per (teacher, method): seeds FIRST..FIRST+N (FIRST from --first-seed).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
+    /// The first seed: add seeds to an earlier study in a new --out without rerunning its
+    /// seeds (`--first-seed 3 --seeds 2` runs seeds 3 and 4).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
     /// Generator updates between points of the metric curves.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
@@ -166,6 +170,7 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
     };
     let config = mog40::Mog40Config {
         seeds: args.seeds,
+        first_seed: args.first_seed,
         steps: args.steps,
         reference_steps: args.reference_steps,
         eval_every: args.eval_every,
