@@ -87,7 +87,7 @@ impl fmt::Display for Summary {
 }
 
 /// Runs the whole pipeline in a temporary run directory and scores both models. Seeded end
-/// to end: the same settings and thread count give the same summary.
+/// to end: the same settings, thread count and CPU give the same summary.
 pub fn run(settings: Settings) -> Summary {
     seeded::<B, _>(&FlexDevice, settings.seed, || run_seeded(settings))
 }
