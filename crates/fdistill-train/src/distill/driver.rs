@@ -388,12 +388,42 @@ pub fn run_training<T, F>(
     config: &DriverConfig,
     run: &RunDir,
     resume: bool,
-    mut observe: F,
+    observe: F,
 ) -> Result<DriverSummary, DistillError>
 where
     T: Trainable,
     F: FnMut(&StepReport<'_, T::Metrics>) -> Result<(), BoxError>,
 {
+    drive(method, config, run, resume, Some(observe))
+}
+
+/// The loop of a data-parallel replica other than rank 0 ([`crate::parallel`]): the same
+/// steps as [`run_training`] (the same resume checks, the same RNG, the same non-finite
+/// stop), writing nothing; rank 0 writes the run.
+pub fn run_replica<T: Trainable>(
+    method: &mut T,
+    config: &DriverConfig,
+    run: &RunDir,
+    resume: bool,
+) -> Result<DriverSummary, DistillError> {
+    type Silent<M> = fn(&StepReport<'_, M>) -> Result<(), BoxError>;
+    drive::<T, Silent<T::Metrics>>(method, config, run, resume, None)
+}
+
+/// The loop of [`run_training`] (`observe` given: this process writes the run) and of
+/// [`run_replica`] (`None`: only the steps, nothing written, no observer).
+fn drive<T, F>(
+    method: &mut T,
+    config: &DriverConfig,
+    run: &RunDir,
+    resume: bool,
+    mut observe: Option<F>,
+) -> Result<DriverSummary, DistillError>
+where
+    T: Trainable,
+    F: FnMut(&StepReport<'_, T::Metrics>) -> Result<(), BoxError>,
+{
+    let writes = observe.is_some();
     let config = config.clone().check()?;
     let mut state = if resume {
         let dir = latest_checkpoint(run)?;
@@ -413,11 +443,14 @@ where
             )));
         }
         method.load(&dir)?;
-        truncate_jsonl(&run.metrics_path(), state.step)?;
-        truncate_jsonl(&run.timing_path(), state.step)?;
+        if writes {
+            truncate_jsonl(&run.metrics_path(), state.step)?;
+            truncate_jsonl(&run.timing_path(), state.step)?;
+        }
         state
     } else {
-        if latest_checkpoint(run).is_ok() {
+        // Rank 0 checks; a replica must not race it for the directory it writes.
+        if writes && latest_checkpoint(run).is_ok() {
             return Err(DistillError::Resume(format!(
                 "`{}` already holds a checkpoint; continue it with --resume or choose a new --out",
                 run.root().display()
@@ -451,9 +484,17 @@ where
                 hint: method.non_finite_hint(),
             });
         }
+        let last = step == config.steps;
+        let checkpointed = step % config.checkpoint_every == 0 || last;
+        let Some(observe) = observe.as_mut() else {
+            // A replica: the same cadence, for the same error messages.
+            if checkpointed {
+                last_checkpoint = format!("step {step}");
+            }
+            continue;
+        };
 
         // 3. metrics line and checkpoint at their cadences
-        let last = step == config.steps;
         if step % config.log_every == 0 || last {
             run.append_metrics(&MetricsLine {
                 step,
@@ -467,7 +508,6 @@ where
                 time: metrics.wall_times(),
             })?;
         }
-        let checkpointed = step % config.checkpoint_every == 0 || last;
         if checkpointed {
             write_checkpoint(run, method, &state)?;
             last_checkpoint = format!("step {step}");
@@ -491,68 +531,6 @@ where
                 total_steps: config.steps,
                 checkpoint: run.checkpoint_dir(),
             });
-        }
-    }
-    Ok(DriverSummary {
-        first_step,
-        last_step: state.step,
-        elapsed_s: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// The loop of a data-parallel replica other than rank 0 ([`crate::parallel`]): the same
-/// steps as [`run_training`] (the same resume checks, the same RNG, the same non-finite
-/// stop), writing nothing; rank 0 writes the run.
-pub fn run_replica<T: Trainable>(
-    method: &mut T,
-    config: &DriverConfig,
-    run: &RunDir,
-    resume: bool,
-) -> Result<DriverSummary, DistillError> {
-    let config = config.clone().check()?;
-    let mut state = if resume {
-        let dir = latest_checkpoint(run)?;
-        let state: DriverState = read_json(&dir.join(DRIVER_FILE))?;
-        if state.method != method.name() || state.step >= config.steps {
-            return Err(DistillError::Resume(format!(
-                "the checkpoint in `{}` (method `{}`, step {}) does not continue `{}` to step {}",
-                dir.display(),
-                state.method,
-                state.step,
-                method.name(),
-                config.steps
-            )));
-        }
-        method.load(&dir)?;
-        state
-    } else {
-        DriverState {
-            method: method.name().to_string(),
-            step: 0,
-            rng: ChaCha8Rng::seed_from_u64(config.seed),
-        }
-    };
-    let first_step = state.step + 1;
-    let mut last_checkpoint = if resume {
-        format!("step {}", state.step)
-    } else {
-        "none yet".to_string()
-    };
-    let start = Instant::now();
-    for step in first_step..=config.steps {
-        let metrics = method.step(step, &mut state.rng)?;
-        state.step = step;
-        if let Some((quantity, value)) = metrics.non_finite() {
-            return Err(DistillError::NonFinite {
-                step,
-                quantity,
-                value,
-                last_checkpoint,
-                hint: method.non_finite_hint(),
-            });
-        }
-        if step % config.checkpoint_every == 0 || step == config.steps {
-            last_checkpoint = format!("step {step}");
         }
     }
     Ok(DriverSummary {
