@@ -20,7 +20,6 @@
 //! reduction moves the networks by far more (the mutations recorded in the commit that added
 //! this file: ≥ 8.9e-5 per tensor, the smallest being per-worker normalisers).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::flex::FlexDevice;
@@ -33,7 +32,7 @@ use fdistill::data::TrainingData;
 use fdistill::nets::{GaussianPosterior, GaussianPosteriorConfig};
 use fdistill::nets::{MlpDenoiser, MlpDenoiserConfig, MlpDiscriminatorConfig};
 use fdistill::studies::ring8::seeded;
-use fdistill::train::checkpoint::RunDir;
+use fdistill::train::checkpoint::{RunDir, compare_checkpoints};
 use fdistill::train::distill::config::TimeBins;
 use fdistill::train::distill::{
     Critic, DistillConfig, DistillError, DistillMethod, DriverConfig, FDistill, VarDiU,
@@ -70,66 +69,6 @@ fn net(seed: u64) -> MlpDenoiser<B> {
     seeded::<B, _>(&device, seed, || {
         materialised(net_config().init::<B>(&device))
     })
-}
-
-/// `name → f32 values` of a safetensors file.
-fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(name, v)| {
-            let values = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (name, values)
-        })
-        .collect()
-}
-
-/// The largest difference between the same tensor of two checkpoint files, relative to the
-/// tensor's largest magnitude, over every tensor of the files.
-fn max_relative_difference(a: &Path, b: &Path) -> f64 {
-    let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>(),
-        "{} and {} hold other tensors",
-        a.display(),
-        b.display()
-    );
-    let mut worst = 0.0f64;
-    for (name, va) in &ta {
-        let vb = &tb[name];
-        assert_eq!(va.len(), vb.len(), "{name}");
-        let scale = va
-            .iter()
-            .fold(0.0f64, |m, x| m.max(x.abs() as f64))
-            .max(1e-30);
-        let diff = va
-            .iter()
-            .zip(vb)
-            .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
-        worst = worst.max(diff / scale);
-    }
-    worst
-}
-
-/// `‖a − b‖₂ / ‖a‖₂` over every tensor of two checkpoint files (one network, or one
-/// optimiser state): the bound the tests assert (see the tolerance note).
-fn relative_l2_difference(a: &Path, b: &Path) -> f64 {
-    let (ta, tb) = (tensors(a), tensors(b));
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (name, va) in &ta {
-        for (x, y) in va.iter().zip(&tb[name]) {
-            num += (*x as f64 - *y as f64).powi(2);
-            den += (*x as f64).powi(2);
-        }
-    }
-    (num / den.max(1e-300)).sqrt()
 }
 
 /// `loss`-like numbers of every metrics line, for a loose cross-check of what rank 0 wrote.
@@ -174,14 +113,12 @@ fn tolerance(file: &str) -> f64 {
 /// Asserts the bound on every file and prints both measures.
 fn assert_close(what: &str, one: &Path, two: &Path, files: &[&str]) {
     for f in files {
-        let (a, b) = (
-            one.join("checkpoint").join(f),
-            two.join("checkpoint").join(f),
-        );
-        let (l2, worst) = (
-            relative_l2_difference(&a, &b),
-            max_relative_difference(&a, &b),
-        );
+        let d = compare_checkpoints(
+            &one.join("checkpoint").join(f),
+            &two.join("checkpoint").join(f),
+        )
+        .unwrap();
+        let (l2, worst) = (d.relative_l2, d.worst_tensor);
         println!(
             "{what} {f}: 2 workers vs 1 device: relative L2 {l2:.3e}, largest per tensor {worst:.3e}"
         );
@@ -246,7 +183,9 @@ fn two_workers_train_the_teacher_as_one_device() {
     // Training moved the weights: the comparison is not between two initialisations.
     let start = tmp.path().join("start.safetensors");
     fdistill::train::checkpoint::save_module::<B, _>(&net(7), &start).unwrap();
-    let moved = max_relative_difference(&start, &one.join("checkpoint/model.safetensors"));
+    let moved = compare_checkpoints(&start, &one.join("checkpoint/model.safetensors"))
+        .unwrap()
+        .worst_tensor;
     assert!(moved > 1e-3, "training moved the weights by only {moved:e}");
     // The losses rank 0 logged are the global batch's.
     for (a, b) in metric_lines(&one).iter().zip(metric_lines(&two)) {
@@ -630,10 +569,12 @@ fn two_workers_run_vardiu_as_one_device() {
     std::fs::create_dir_all(&start).unwrap();
     let m0 = vardiu_method(31, &device).unwrap();
     DistillMethod::<B>::save(&m0, &start).unwrap();
-    let moved = relative_l2_difference(
+    let moved = compare_checkpoints(
         &start.join("generator.safetensors"),
         &one.join("checkpoint/generator.safetensors"),
-    );
+    )
+    .unwrap()
+    .relative_l2;
     println!("vardiu: the generator moved by {moved:.3e} (relative L2) in 8 steps");
     assert!(moved > 1e-3, "the generator barely moved: {moved:e}");
 

@@ -4,9 +4,10 @@
 //! gradient mean: ‖Δθ‖₂/‖θ‖₂ ≤ 1e-5 per network, 1e-4 for AdamW's moments — see
 //! `tests/tests/parallel.rs` for the reasoning and the library-level checks).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use fdistill::train::checkpoint::compare_checkpoints;
 
 fn fdistill(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fdistill"))
@@ -103,64 +104,11 @@ fn collective_built(dir: &Path) -> bool {
     false
 }
 
-fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(name, v)| {
-            let values = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (name, values)
-        })
-        .collect()
-}
-
-/// Largest difference of any tensor of two files relative to that tensor's largest magnitude.
-fn max_relative_difference(a: &Path, b: &Path) -> f64 {
-    let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
-    let mut worst = 0.0f64;
-    for (name, va) in &ta {
-        let vb = &tb[name];
-        let scale = va
-            .iter()
-            .fold(0.0f64, |m, x| m.max(x.abs() as f64))
-            .max(1e-30);
-        let diff = va
-            .iter()
-            .zip(vb)
-            .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
-        worst = worst.max(diff / scale);
-    }
-    worst
-}
-
-/// `‖a − b‖₂ / ‖a‖₂` over every tensor of two checkpoint files (one network, or one
-/// optimiser state): the bound the tests assert (see the tolerance note).
-fn relative_l2_difference(a: &Path, b: &Path) -> f64 {
-    let (ta, tb) = (tensors(a), tensors(b));
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (name, va) in &ta {
-        for (x, y) in va.iter().zip(&tb[name]) {
-            num += (*x as f64 - *y as f64).powi(2);
-            den += (*x as f64).powi(2);
-        }
-    }
-    (num / den.max(1e-300)).sqrt()
-}
-
 fn assert_close_runs(a: &Path, b: &Path, files: &[&str], what: &str) {
     for f in files {
-        let (fa, fb) = (a.join("checkpoint").join(f), b.join("checkpoint").join(f));
-        let (l2, worst) = (
-            relative_l2_difference(&fa, &fb),
-            max_relative_difference(&fa, &fb),
-        );
+        let d = compare_checkpoints(&a.join("checkpoint").join(f), &b.join("checkpoint").join(f))
+            .unwrap();
+        let (l2, worst) = (d.relative_l2, d.worst_tensor);
         println!(
             "{what} {f}: --devices flex,flex vs --device flex: relative L2 {l2:.3e}, largest per \
              tensor {worst:.3e}"

@@ -454,6 +454,93 @@ pub fn read_tensors(
     Ok(tensors)
 }
 
+/// How far apart two checkpoint files of the same network (or of its optimiser's state) are,
+/// over their `F32` tensors: what the data-parallel and resume tests bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Difference {
+    /// $\lVert a - b\rVert_2 / \lVert a\rVert_2$ over every value of every tensor.
+    pub relative_l2: f64,
+    /// The largest $\max|a - b| / \max|a|$ of any one tensor.
+    pub worst_tensor: f64,
+}
+
+/// Compares two safetensors files tensor by tensor ([`Difference`]). Both must hold the same
+/// `F32` tensor names with the same shapes (other dtypes, such as an optimiser's step counts,
+/// are left out); the first difference in names or shapes is the error.
+pub fn compare_checkpoints(a: &Path, b: &Path) -> Result<Difference, CheckpointError> {
+    let read = |path: &Path| -> Result<TensorMap, CheckpointError> {
+        let bytes = read_existing(path)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{e}; the file is truncated or not a safetensors file"),
+        })?;
+        let expected: Vec<(String, Vec<usize>)> = st
+            .tensors()
+            .into_iter()
+            .filter(|(_, v)| v.dtype() == Dtype::F32)
+            .map(|(name, v)| (name, v.shape().to_vec()))
+            .collect();
+        let others: Vec<String> = st
+            .tensors()
+            .into_iter()
+            .filter(|(_, v)| v.dtype() != Dtype::F32)
+            .map(|(name, _)| name)
+            .collect();
+        // read_tensors refuses names it was not asked for: ask for the F32 ones and drop the
+        // rest from a copy of the file that holds only those.
+        if others.is_empty() {
+            return read_tensors(&bytes, path, &expected);
+        }
+        let views: Vec<(String, TensorView<'_>)> = st
+            .tensors()
+            .into_iter()
+            .filter(|(_, v)| v.dtype() == Dtype::F32)
+            .collect();
+        let only = safetensors::serialize(views, None).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        read_tensors(&only, path, &expected)
+    };
+    let (ta, tb) = (read(a)?, read(b)?);
+    if let Some(name) = tb.keys().find(|n| !ta.contains_key(*n)) {
+        return Err(CheckpointError::UnexpectedTensor {
+            path: a.to_path_buf(),
+            name: name.clone(),
+        });
+    }
+    let (mut num, mut den, mut worst) = (0.0f64, 0.0f64, 0.0f64);
+    for (name, (shape, va)) in &ta {
+        let Some((shape_b, vb)) = tb.get(name) else {
+            return Err(CheckpointError::MissingTensor {
+                path: b.to_path_buf(),
+                name: name.clone(),
+            });
+        };
+        if shape != shape_b {
+            return Err(CheckpointError::ShapeMismatch {
+                path: b.to_path_buf(),
+                name: name.clone(),
+                found: shape_b.clone(),
+                expected: shape.clone(),
+            });
+        }
+        let (mut diff, mut scale) = (0.0f64, 0.0f64);
+        for (x, y) in va.iter().zip(vb) {
+            let (x, y) = (f64::from(*x), f64::from(*y));
+            num += (x - y).powi(2);
+            den += x * x;
+            diff = diff.max((x - y).abs());
+            scale = scale.max(x.abs());
+        }
+        worst = worst.max(diff / scale.max(1e-30));
+    }
+    Ok(Difference {
+        relative_l2: (num / den.max(1e-300)).sqrt(),
+        worst_tensor: worst,
+    })
+}
+
 /// Loads a module's float parameters from a safetensors file written by [`save_module`].
 /// Every name and shape is checked before any parameter is replaced ([`read_tensors`]); the
 /// error names the first tensor that differs and both shapes.
@@ -493,6 +580,54 @@ mod tests {
 
     fn values(m: &Tiny<B>) -> Vec<NamedTensor> {
         collect::<B, _>(m, true)
+    }
+
+    /// `compare_checkpoints` against the sums written out: two tensors, one of them changed
+    /// in one entry; an `I64` tensor (an optimiser's step counts) is left out; other names or
+    /// shapes are errors.
+    #[test]
+    fn checkpoint_differences_are_the_norms_written_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, w: &[f32], v: &[f32], shape_v: Vec<usize>| {
+            let bytes = |x: &[f32]| -> Vec<u8> { x.iter().flat_map(|f| f.to_le_bytes()).collect() };
+            let (bw, bv, bt) = (bytes(w), bytes(v), 7i64.to_le_bytes().to_vec());
+            let views = vec![
+                (
+                    "w".to_string(),
+                    TensorView::new(Dtype::F32, vec![2, 2], &bw).unwrap(),
+                ),
+                (
+                    "v".to_string(),
+                    TensorView::new(Dtype::F32, shape_v, &bv).unwrap(),
+                ),
+                (
+                    "time".to_string(),
+                    TensorView::new(Dtype::I64, vec![1], &bt).unwrap(),
+                ),
+            ];
+            let p = dir.path().join(name);
+            std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+            p
+        };
+        let a = write("a", &[1.0, -2.0, 3.0, 4.0], &[0.5, 0.5], vec![2]);
+        let b = write("b", &[1.0, -2.0, 3.5, 4.0], &[0.5, 0.5], vec![2]);
+        let d = compare_checkpoints(&a, &b).unwrap();
+        // ‖Δ‖² = 0.25, ‖a‖² = 1 + 4 + 9 + 16 + 0.25 + 0.25 = 30.5; worst: w, 0.5 / 4.
+        assert!(
+            (d.relative_l2 - (0.25f64 / 30.5).sqrt()).abs() < 1e-12,
+            "{d:?}"
+        );
+        assert!((d.worst_tensor - 0.125).abs() < 1e-12, "{d:?}");
+        assert_eq!(compare_checkpoints(&a, &a).unwrap().relative_l2, 0.0);
+        let c = write("c", &[1.0, -2.0, 3.0, 4.0], &[0.5, 0.5], vec![1, 2]);
+        assert!(matches!(
+            compare_checkpoints(&a, &c),
+            Err(CheckpointError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            compare_checkpoints(&a, &dir.path().join("none")),
+            Err(CheckpointError::Missing { .. })
+        ));
     }
 
     /// Checkpointed f64 state (the time-bin means `b_k`, EMA statistics, driver state) goes
