@@ -89,6 +89,10 @@ fn usage() -> String {
 fn parse_args() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let work = it.next().ok_or_else(|| anyhow!(usage()))?;
+    if work == "-h" || work == "--help" {
+        println!("{}", usage());
+        std::process::exit(0);
+    }
     if !WORKS.contains(&work.as_str()) {
         bail!("unknown WORK `{work}`\n{}", usage());
     }
@@ -512,7 +516,18 @@ fn perturb<B: Backend, M: Module<B>>(m: M) -> M {
     m.map(&mut Perturb(ChaCha8Rng::seed_from_u64(11)))
 }
 
-fn main() -> Result<()> {
+/// Errors print as one message (no backtrace) with exit code 2.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
     fdistill::link_registrations();
     let args = parse_args()?;
     if let Some(n) = args.threads {
