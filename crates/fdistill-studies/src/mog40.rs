@@ -446,7 +446,8 @@ pub struct Mog40Run {
     /// Metric curve.
     pub curve: Vec<CurvePoint>,
     /// Wall seconds per generator update (critic updates included).
-    pub seconds_per_iteration: f64,
+    #[serde(alias = "seconds_per_iteration")]
+    pub seconds_per_update: f64,
     /// Driver iterations run.
     pub driver_iterations: usize,
     /// Final samples (row-major, `eval_samples × 2`).
@@ -854,7 +855,7 @@ where
         updates,
         final_point,
         curve: driven.curve,
-        seconds_per_iteration: driven.seconds_per_update,
+        seconds_per_update: driven.seconds_per_update,
         driver_iterations: driven.driver_iterations,
         samples: driven.samples,
     };
@@ -1012,7 +1013,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 pub fn summary_csv(result: &Mog40Result) -> String {
     let mut out = String::from(
         "teacher,method,seed,status,mean_log_density,mmd2_bandwidth_mean,modes_covered,\
-         ms_per_iteration,driver_iterations,updates\n",
+         ms_per_update,driver_iterations,updates\n",
     );
     for r in &result.runs {
         out += &format!(
@@ -1024,7 +1025,7 @@ pub fn summary_csv(result: &Mog40Result) -> String {
             r.final_point.log_density,
             r.final_point.mmd,
             r.final_point.modes,
-            1e3 * r.seconds_per_iteration,
+            1e3 * r.seconds_per_update,
             r.driver_iterations,
             r.updates
         );
@@ -1083,7 +1084,7 @@ pub fn summary_md(result: &Mog40Result, config: &Mog40Config) -> String {
             let (ld, ld_s) = col(&|r| r.final_point.log_density);
             let (mmd, mmd_s) = col(&|r| r.final_point.mmd);
             let (modes, modes_s) = col(&|r| r.final_point.modes as f64);
-            let (ms, _) = col(&|r| 1e3 * r.seconds_per_iteration);
+            let (ms, _) = col(&|r| 1e3 * r.seconds_per_update);
             out += &format!(
                 "| {} | {} | {} | {} | {ld:.2} ± {ld_s:.2} | {mmd:.4} ± {mmd_s:.4} | {modes:.1} ± {modes_s:.1} | {ms:.1} | {failed} |\n",
                 teacher.label(),

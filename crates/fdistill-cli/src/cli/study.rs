@@ -213,7 +213,7 @@ fn run_mog40(args: Mog40Args) -> Result<(), CliError> {
                     r.final_point.log_density,
                     r.final_point.mmd,
                     r.final_point.modes,
-                    1e3 * r.seconds_per_iteration
+                    1e3 * r.seconds_per_update
                 )
             })
         },
