@@ -377,3 +377,73 @@ fn bad_input_is_refused_with_the_fix() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// The `toy` preset's length scales follow the teacher's σ_data (`at_data_scale`): on data
+/// about ten times wider than ring8 the resolved σ_init and log-normal p_mean are scaled by
+/// `c = σ_data / 2.53`, and a --config value still wins.
+#[test]
+fn toy_preset_scales_with_the_teachers_sigma_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("wide.csv");
+    let rows: String = (0..200)
+        .map(|i| {
+            let a = i as f64 * 0.7;
+            format!("{:.4},{:.4}\n", 30.0 * a.cos(), 20.0 * (1.3 * a).sin())
+        })
+        .collect();
+    std::fs::write(&csv, rows).unwrap();
+    let cfg = dir.path().join("teacher.json");
+    std::fs::write(
+        &cfg,
+        r#"{"teacher": {"batch_size": 32}, "net": {"hidden": 16, "depth": 2, "embedding_size": 8}}"#,
+    )
+    .unwrap();
+    let teacher = dir.path().join("teacher");
+    let o = fdistill(&[
+        "teacher",
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--out",
+        teacher.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(teacher.join("config.json")).unwrap())
+            .unwrap();
+    let sigma_data = tc["net"]["sigma_data"].as_f64().unwrap();
+    assert!(sigma_data > 15.0, "{sigma_data}");
+    let c = sigma_data / 2.53;
+    let dry = |extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join("student");
+        let mut args = vec![
+            "distill",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+        ];
+        args.extend_from_slice(extra);
+        let o = fdistill(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let d = &dry(&[])["distill"];
+    let toy = DistillConfig::toy();
+    assert!(
+        (d["sigma_init"].as_f64().unwrap() - toy.sigma_init * c).abs() < 1e-9,
+        "{d}"
+    );
+    let p_mean = d["noise"]["p_mean"].as_f64().unwrap();
+    assert!((p_mean - (-0.7 + c.ln())).abs() < 1e-9, "{d}");
+    // The user's --config wins over the scaled preset.
+    let user = dir.path().join("user.json");
+    std::fs::write(&user, r#"{"sigma_init": 7.0}"#).unwrap();
+    let d = &dry(&["--config", user.to_str().unwrap()])["distill"];
+    assert_eq!(d["sigma_init"].as_f64(), Some(7.0));
+}

@@ -193,9 +193,9 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// What the demo does with one of its run directories.
+/// What the demo (and `study fidelity2d`) does with one of its run directories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
+pub(crate) enum Stage {
     /// Nothing there yet: start it.
     Fresh,
     /// Its last checkpoint is its last step: reuse it.
@@ -206,8 +206,9 @@ enum Stage {
     Overwrite,
 }
 
-/// The stage of the run in `dir`: `steps_key` is the path of its step count in config.json.
-fn stage_of(dir: &Path, overwrite: bool, steps_key: &[&str]) -> Stage {
+/// The stage of the run in `dir`: `steps_key` is the path of its step count in config.json
+/// (`["teacher", "steps"]` for a teacher, `["distill", "driver", "steps"]` for a student).
+pub(crate) fn stage_of(dir: &Path, overwrite: bool, steps_key: &[&str]) -> Stage {
     use fdistill::train::checkpoint::{RunDir, read_json};
     use fdistill::train::distill::driver::{DriverState, latest_checkpoint};
     if !fdistill::train::guard::holds_run(dir) {

@@ -227,7 +227,12 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
             }
             .to_string()
         });
-        let preset = DistillConfig::preset(&preset_name).map_err(|e| usage(&e))?;
+        let mut preset = DistillConfig::preset(&preset_name).map_err(|e| usage(&e))?;
+        // The toy presets' length scales follow the data (σ_init, the σ law), before the
+        // user's --config, which wins.
+        if let (TeacherNet::Mlp(c), "toy" | "toy-exact") = (&teacher.net, preset_name.as_str()) {
+            preset = preset.at_data_scale(c.sigma_data);
+        }
         let mut value = serde_json::to_value(&preset).expect("config serialises");
         if let Some(p) = &args.config {
             merge(&mut value, read_overrides(p)?);

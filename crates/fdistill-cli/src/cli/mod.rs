@@ -16,6 +16,7 @@ mod progress;
 mod run_guard;
 mod sample;
 mod study;
+mod study_fidelity2d;
 mod teacher;
 mod teacher_import;
 

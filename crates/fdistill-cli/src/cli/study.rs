@@ -1,5 +1,6 @@
-//! `fdistill study exact --target ring8-unbalanced --out DIR` and
-//! `fdistill study mog40 --out DIR`.
+//! `fdistill study exact --target ring8-unbalanced --out DIR`,
+//! `fdistill study mog40 --out DIR` and `fdistill study fidelity2d --out DIR`
+//! (implemented in `study_fidelity2d.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,6 +25,11 @@ pub enum StudyCommand {
     /// jensen-shannon, forward-kl) with the analytic and a learned MLP teacher; writes
     /// DIR/summary.csv, DIR/summary.md, sample scatters and metric curves.
     Mog40(Mog40Args),
+    /// 2-D fidelity of one-step students: per target, teacher seed, candidate configuration
+    /// (JSON overrides of the `toy` preset), divergence and seed, train a teacher and a
+    /// student (finished runs are reused), evaluate both against exact samples and write
+    /// DIR/runs.csv, DIR/summary.csv, DIR/summary.md and scatter plots.
+    Fidelity2d(super::study_fidelity2d::Fidelity2dArgs),
 }
 
 /// Arguments of `fdistill study mog40`.
@@ -142,6 +148,7 @@ pub fn run(cmd: StudyCommand) -> Result<(), CliError> {
     match cmd {
         StudyCommand::Exact(args) => run_exact(args),
         StudyCommand::Mog40(args) => run_mog40(args),
+        StudyCommand::Fidelity2d(args) => super::study_fidelity2d::run(args),
     }
 }
 

@@ -305,6 +305,65 @@ impl NoiseSampler {
     }
 }
 
+/// Learning-rate schedule: a factor on `lr_generator`, `lr_fake_score` and
+/// `lr_discriminator` as a function of the iteration `i` (1-based) of `n = driver.steps`.
+///
+/// With `--resume --steps M` the schedule is stretched to the new `n` from the resumed
+/// iteration on (a cosine run resumed with the same steps continues exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LrSchedule {
+    /// Factor 1 throughout (every preset).
+    #[default]
+    Constant,
+    /// Cosine decay from 1 to `final_fraction`:
+    /// $f(i) = φ + (1 − φ)\,\tfrac12\big(1 + \cos(π\,\tfrac{i − 1}{n − 1})\big)$,
+    /// so the first iteration runs at the full rate and the last at `φ·lr`.
+    Cosine {
+        /// φ ∈ [0, 1]: the factor at the last iteration.
+        final_fraction: f64,
+    },
+}
+
+impl LrSchedule {
+    /// The factor at iteration `step` (1-based) of `steps`.
+    pub fn factor(&self, step: usize, steps: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine { final_fraction } => {
+                let p = if steps <= 1 {
+                    0.0
+                } else {
+                    (step.clamp(1, steps) - 1) as f64 / (steps - 1) as f64
+                };
+                cosine_decay(p, final_fraction)
+            }
+        }
+    }
+
+    fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match *self {
+            LrSchedule::Constant => Ok(()),
+            LrSchedule::Cosine { final_fraction } if (0.0..=1.0).contains(&final_fraction) => {
+                Ok(())
+            }
+            LrSchedule::Cosine { final_fraction } => Err(format!(
+                "lr_schedule.final_fraction must be in [0, 1] (the last iteration's share of \
+                 each learning rate), got {final_fraction}"
+            )),
+        }
+    }
+}
+
+/// Cosine decay at progress `p ∈ [0, 1]` from 1 to `floor`: `floor + (1 − floor)(1 + cos πp)/2`.
+pub fn cosine_decay(p: f64, floor: f64) -> f64 {
+    floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+}
+
 /// Stage-1 time-binned ratio normalisation settings (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -378,6 +437,10 @@ pub struct DistillConfig {
     pub lr_fake_score: f64,
     /// AdamW learning rate of the discriminator head.
     pub lr_discriminator: f64,
+    /// Learning-rate schedule of all three networks (default constant; omitted from files
+    /// when constant).
+    #[serde(default, skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
     /// AdamW decoupled weight decay (0.01), all networks.
     pub weight_decay: f64,
     /// Global gradient-norm clip of the generator (10).
@@ -421,6 +484,10 @@ impl DistillConfig {
     /// log-normal σ as well (this preset): 0.0084, 0.0094, 0.0142 over seeds 0, 1, 2, 7 of 8
     /// modes each. lr_generator 1e−3 (2e−3 and 1e−4 were worse); K = 2 (K = 1 and 5 were
     /// worse).
+    ///
+    /// The length scales (σ_init, the σ law) are for σ_data = [`Self::TOY_SIGMA_DATA`];
+    /// [`Self::at_data_scale`] moves them to other data (the CLI does so for every MLP
+    /// teacher).
     pub fn toy() -> Self {
         DistillConfig {
             preset: "toy".into(),
@@ -447,6 +514,7 @@ impl DistillConfig {
             lr_generator: 1e-3,
             lr_fake_score: 2e-3,
             lr_discriminator: 2e-3,
+            lr_schedule: LrSchedule::Constant,
             weight_decay: 0.01,
             grad_clip_generator: 10.0,
             ema_beta: 0.99,
@@ -457,6 +525,35 @@ impl DistillConfig {
                 log_every: 10,
                 seed: 0,
             },
+        }
+    }
+
+    /// The 2-D toys' σ_data: `toy`'s scales (σ_init, the log-normal σ law) were tuned on
+    /// `ring8-unbalanced`, whose teacher has this σ_data.
+    pub const TOY_SIGMA_DATA: f64 = 2.53;
+
+    /// This config's length scales moved from the toy data's scale ([`Self::TOY_SIGMA_DATA`])
+    /// to data of standard deviation `sigma_data`: with `c = sigma_data / 2.53`,
+    /// `σ_init ← c σ_init` and, for the log-normal σ law, `p_mean ← p_mean + ln c` (every σ
+    /// scaled by `c`), so every σ keeps its ratio to σ_data — the quantity EDM's
+    /// preconditioning works in (`c_skip`, `c_in x`, `c_out/σ_data` depend on σ/σ_data only).
+    /// Without it, data ten times wider than the toys would be distilled at noise levels
+    /// that blur nothing and data ten times narrower at levels that blur everything. The CLI
+    /// applies this to the `toy` presets for every MLP teacher. At `sigma_data = 2.53` the
+    /// config is unchanged. Other σ laws (grids, the power law) are left as they are.
+    pub fn at_data_scale(self, sigma_data: f64) -> Self {
+        let c = sigma_data / Self::TOY_SIGMA_DATA;
+        let noise = match self.noise {
+            NoiseDistribution::LogNormal { p_mean, p_std } => NoiseDistribution::LogNormal {
+                p_mean: p_mean + c.ln(),
+                p_std,
+            },
+            other => other,
+        };
+        DistillConfig {
+            sigma_init: self.sigma_init * c,
+            noise,
+            ..self
         }
     }
 
@@ -671,6 +768,7 @@ impl DistillConfig {
                 return bad(format!("{name} must be a positive number, got {lr}"));
             }
         }
+        self.lr_schedule.check().map_err(DistillError::Config)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!(
                 "weight_decay must be ≥ 0, got {}",
@@ -707,6 +805,37 @@ fn has_constant_weight(d: &dyn Divergence) -> bool {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// The data-scale rule: unchanged at the toys' σ_data; at 10× the scale σ_init is 10×
+    /// and the log-normal σ law is the old one times 10 (its quantiles, drawn here).
+    #[test]
+    fn toy_preset_moves_with_the_data_scale() {
+        assert_eq!(
+            DistillConfig::toy().at_data_scale(2.53),
+            DistillConfig::toy()
+        );
+        let wide = DistillConfig::toy().at_data_scale(25.3);
+        assert!((wide.sigma_init - 40.0).abs() < 1e-12);
+        let draws = |c: &DistillConfig| {
+            let s = c.noise.sampler().unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+            let mut v: Vec<f64> = (0..4001).map(|_| s.sample(1, 0, &mut rng)[0]).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let (a, b) = (draws(&DistillConfig::toy()), draws(&wide));
+        for q in [400, 2000, 3600] {
+            assert!(
+                (b[q] / a[q] - 10.0).abs() < 1e-9,
+                "quantile {q}: {} vs {}",
+                b[q],
+                a[q]
+            );
+        }
+        // Other σ laws are left alone.
+        let grid = DistillConfig::cifar10().at_data_scale(25.3);
+        assert_eq!(grid.noise, DistillConfig::cifar10().noise);
+    }
 
     #[test]
     fn grid_sampler_draws_from_the_admissible_indices() {

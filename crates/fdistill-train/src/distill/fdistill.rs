@@ -700,6 +700,7 @@ where
         &mut self,
         rng: &mut ChaCha8Rng,
         poison: bool,
+        lr_factor: f64,
     ) -> Result<FDistillMetrics, DistillError> {
         let mut m = FDistillMetrics::new(Phase::Generator);
         let (b, d) = (self.config.batch_size, self.dim);
@@ -762,9 +763,11 @@ where
             norm,
         );
         let t = Instant::now();
-        self.generator =
-            self.opt_generator
-                .step(self.config.lr_generator, self.generator.clone(), grads);
+        self.generator = self.opt_generator.step(
+            self.config.lr_generator * lr_factor,
+            self.generator.clone(),
+            grads,
+        );
         m.time.update_s = t.elapsed().as_secs_f64();
 
         // 4. EMA of the generator
@@ -786,6 +789,7 @@ where
         &mut self,
         rng: &mut ChaCha8Rng,
         poison: bool,
+        lr_factor: f64,
     ) -> Result<FDistillMetrics, DistillError> {
         let mut m = FDistillMetrics::new(Phase::Critic);
         let (b, d) = (self.config.batch_size, self.dim);
@@ -899,12 +903,14 @@ where
             return Ok(m);
         }
         let t = Instant::now();
-        self.fake_score =
-            self.opt_fake_score
-                .step(self.config.lr_fake_score, self.fake_score.clone(), g_fake);
+        self.fake_score = self.opt_fake_score.step(
+            self.config.lr_fake_score * lr_factor,
+            self.fake_score.clone(),
+            g_fake,
+        );
         if let (Some(head), Some(opt), Some(g)) = (self.head.take(), self.opt_head.as_mut(), g_head)
         {
-            self.head = Some(opt.step(self.config.lr_discriminator, head, g));
+            self.head = Some(opt.step(self.config.lr_discriminator * lr_factor, head, g));
         }
         m.time.update_s = t.elapsed().as_secs_f64();
         m.time.allreduce_s = self.shard.as_ref().map_or(0.0, |s| s.take_comm_seconds());
@@ -940,10 +946,14 @@ where
 
     fn step(&mut self, step: usize, rng: &mut ChaCha8Rng) -> Result<FDistillMetrics, DistillError> {
         let poison = self.config.inject_nan_at_step == Some(step);
+        let lr_factor = self
+            .config
+            .lr_schedule
+            .factor(step, self.config.driver.steps);
         if self.config.is_generator_step(step) {
-            self.generator_step(rng, poison)
+            self.generator_step(rng, poison, lr_factor)
         } else {
-            self.critic_step(rng, poison)
+            self.critic_step(rng, poison, lr_factor)
         }
     }
 
@@ -1478,6 +1488,101 @@ mod tests {
         assert!(m3.loss_gan.is_some() && m3.weight.is_some());
         assert!(m3.grad_norm_generator.unwrap() > 0.0);
         assert!(m3.non_finite().is_none(), "{m3:?}");
+    }
+
+    /// The cosine learning-rate schedule scales all three optimisers' steps: a run with
+    /// `lr_schedule = cosine(φ)` equals, parameter for parameter, a constant-rate run whose
+    /// three learning rates are set by hand before each iteration to
+    /// `lr · (φ + (1 − φ)(1 + cos(π (i − 1)/(n − 1)))/2)`.
+    #[test]
+    fn cosine_schedule_scales_every_learning_rate_by_its_closed_form() {
+        use super::super::config::LrSchedule;
+        let n = 6;
+        let phi = 0.25;
+        let mut scheduled = learned_method(n, None);
+        scheduled.config.lr_schedule = LrSchedule::Cosine {
+            final_fraction: phi,
+        };
+        let mut by_hand = learned_method(n, None);
+        let base = (
+            by_hand.config.lr_generator,
+            by_hand.config.lr_fake_score,
+            by_hand.config.lr_discriminator,
+        );
+        let mut rng_a = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+        let mut rng_b = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+        for i in 1..=n {
+            let f = phi
+                + (1.0 - phi) * 0.5 * (1.0 + (std::f64::consts::PI * (i - 1) as f64 / 5.0).cos());
+            by_hand.config.lr_generator = base.0 * f;
+            by_hand.config.lr_fake_score = base.1 * f;
+            by_hand.config.lr_discriminator = base.2 * f;
+            scheduled.step(i, &mut rng_a).unwrap();
+            by_hand.step(i, &mut rng_b).unwrap();
+        }
+        let params = |m: &FDistill<A, AnalyticTeacher, GaussDenoiser<A>, LinearHead<A>>| {
+            let mut v: Vec<f64> = to_host(m.generator.m.val());
+            v.extend(to_host::<_, 1>(m.fake_score.m.val()));
+            v.extend(to_host::<_, 1>(m.fake_score.log_s.val()));
+            v.extend(to_host::<_, 2>(m.head.as_ref().unwrap().lin.weight.val()));
+            v
+        };
+        let (a, b) = (params(&scheduled), params(&by_hand));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-3), "{a:?} vs {b:?}");
+        }
+        // ... and differs from the constant-rate run (the schedule did something).
+        let mut constant = learned_method(n, None);
+        let mut rng_c = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5);
+        for i in 1..=n {
+            constant.step(i, &mut rng_c).unwrap();
+        }
+        let c = params(&constant);
+        let diff = a
+            .iter()
+            .zip(&c)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(diff > 1e-5, "cosine and constant runs agree: {diff}");
+    }
+
+    #[test]
+    fn lr_schedule_factors_and_validation() {
+        use super::super::config::LrSchedule;
+        let s = LrSchedule::Cosine {
+            final_fraction: 0.1,
+        };
+        assert_eq!(s.factor(1, 101), 1.0);
+        assert!((s.factor(101, 101) - 0.1).abs() < 1e-15);
+        assert!((s.factor(51, 101) - 0.55).abs() < 1e-12);
+        let f: Vec<f64> = (1..=101).map(|i| s.factor(i, 101)).collect();
+        assert!(f.windows(2).all(|w| w[1] <= w[0]));
+        assert_eq!(LrSchedule::Constant.factor(7, 10), 1.0);
+        let e = DistillConfig {
+            divergence: "test-jensen-shannon".into(),
+            lr_schedule: LrSchedule::Cosine {
+                final_fraction: 1.5,
+            },
+            ..DistillConfig::toy()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("final_fraction") && e.contains("1.5"), "{e}");
+        // Omitted when constant (old config files stay valid), read back when set.
+        let json = serde_json::to_string(&DistillConfig::toy()).unwrap();
+        assert!(!json.contains("lr_schedule"));
+        let cfg: DistillConfig = serde_json::from_str(&json.replace(
+            "\"weight_decay\"",
+            "\"lr_schedule\":{\"type\":\"cosine\",\"final_fraction\":0.2},\"weight_decay\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.lr_schedule,
+            LrSchedule::Cosine {
+                final_fraction: 0.2
+            }
+        );
     }
 
     fn learned_method(
