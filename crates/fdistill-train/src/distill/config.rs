@@ -317,7 +317,7 @@ pub enum LrSchedule {
     #[default]
     Constant,
     /// Cosine decay from 1 to `final_fraction`:
-    /// $f(i) = φ + (1 − φ)\,\tfrac12\big(1 + \cos(π\,\tfrac{i − 1}{n − 1})\big)$,
+    /// $f(i) = φ + (1 − φ)\\,\tfrac12\big(1 + \cos(π\\,\tfrac{i − 1}{n − 1})\big)$,
     /// so the first iteration runs at the full rate and the last at `φ·lr`.
     Cosine {
         /// φ ∈ [0, 1]: the factor at the last iteration.
