@@ -159,15 +159,29 @@ pub(super) fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
 }
 
 pub(super) fn read_overrides(path: &Path) -> Result<serde_json::Value, CliError> {
+    read_overrides_for("--config", path)
+}
+
+/// A JSON (or, by extension, TOML) object of overrides given by command-line option `flag`;
+/// errors name the flag and the file.
+pub(super) fn read_overrides_for(flag: &str, path: &Path) -> Result<serde_json::Value, CliError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("cannot read --config `{}`: {e}", path.display())))?;
+        .map_err(|e| CliError::Usage(format!("cannot read {flag} `{}`: {e}", path.display())))?;
     let is_toml = path.extension().and_then(|e| e.to_str()) == Some("toml");
     let value = if is_toml {
         toml::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
     } else {
         serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
     };
-    value.map_err(|e| CliError::Usage(format!("bad --config `{}`: {e}", path.display())))
+    let value =
+        value.map_err(|e| CliError::Usage(format!("bad {flag} `{}`: {e}", path.display())))?;
+    if !value.is_object() {
+        return Err(CliError::Usage(format!(
+            "{flag} `{}` must hold an object of overrides ({{\"key\": value, ...}})",
+            path.display()
+        )));
+    }
+    Ok(value)
 }
 
 /// Image-scale presets on vector data (or the toy preset on images) resolve to settings of

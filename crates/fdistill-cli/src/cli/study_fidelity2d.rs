@@ -31,7 +31,8 @@ use rand::SeedableRng;
 use super::CliError;
 use super::demo::{Stage, stage_of};
 use super::distill::{
-    DistillArgs, merge, read_student_config, run_distill, student_samples, student_weights,
+    DistillArgs, merge, read_overrides_for, read_student_config, run_distill, student_samples,
+    student_weights,
 };
 use super::teacher::{TrainArgs, read_run_config};
 
@@ -124,28 +125,11 @@ fn split_list(text: &str) -> Vec<String> {
 fn teacher_overrides(path: Option<&Path>) -> Result<serde_json::Value, CliError> {
     let mut v = match path {
         None => serde_json::json!({}),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                CliError::Usage(format!(
-                    "--teacher-config: cannot read `{}`: {e}",
-                    p.display()
-                ))
-            })?;
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-                CliError::Usage(format!(
-                    "--teacher-config: `{}` is not JSON: {e}",
-                    p.display()
-                ))
-            })?
-        }
+        Some(p) => read_overrides_for("--teacher-config", p)?,
     };
-    let Some(obj) = v.as_object_mut() else {
-        return Err(CliError::Usage(
-            "--teacher-config must hold a JSON object ({\"net\": {...}, \"teacher\": {...}})"
-                .into(),
-        ));
-    };
-    let t = obj
+    let t = v
+        .as_object_mut()
+        .expect("read_overrides_for returns objects")
         .entry("teacher")
         .or_insert_with(|| serde_json::json!({}));
     if !t.is_object() {
@@ -172,35 +156,6 @@ fn config_beside(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().expect("run dirs have names").to_os_string();
     name.push(".config.json");
     dir.with_file_name(name)
-}
-
-/// Reads a candidate's overrides (JSON, or TOML by extension).
-fn read_candidate(path: &Path) -> Result<serde_json::Value, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Usage(format!(
-            "--candidates: cannot read candidate `{}`: {e} (a candidate is a JSON file of \
-             DistillConfig overrides, or `{TOY}` for the plain preset)",
-            path.display()
-        ))
-    })?;
-    let value = if path.extension().and_then(|e| e.to_str()) == Some("toml") {
-        toml::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
-    };
-    let value = value.map_err(|e| {
-        CliError::Usage(format!(
-            "--candidates: bad candidate `{}`: {e}",
-            path.display()
-        ))
-    })?;
-    if !value.is_object() {
-        return Err(CliError::Usage(format!(
-            "--candidates: candidate `{}` must be an object of DistillConfig overrides",
-            path.display()
-        )));
-    }
-    Ok(value)
 }
 
 /// The candidate's overrides with the student's seed: what its run's `--config` holds.
@@ -251,7 +206,7 @@ impl Plan {
                     })?
                     .to_string();
                 Candidate {
-                    overrides: read_candidate(&path)?,
+                    overrides: read_overrides_for("--candidates", &path)?,
                     name,
                 }
             };
