@@ -184,6 +184,9 @@ pub enum ThreadsError {
         "the CPU thread pool is already running with {0} threads; set --threads before any tensor work"
     )]
     AlreadySet(usize),
+    /// The operating system refused the threads of a pool.
+    #[error("cannot start a CPU thread pool: {0}")]
+    Spawn(String),
 }
 
 /// Sizes the CPU thread pool to `n` threads: the rayon pool that burn-flex's element-wise
@@ -203,6 +206,24 @@ pub fn set_cpu_threads(n: usize) -> Result<(), ThreadsError> {
 /// Threads of the CPU pool (`--threads`, else `RAYON_NUM_THREADS`, else the core count).
 pub fn cpu_threads() -> usize {
     rayon::current_num_threads()
+}
+
+/// Runs `f` with the CPU tensor work it does on a pool of its own with `n` threads (instead
+/// of the process's pool of [`set_cpu_threads`]): how several small trainings share the
+/// cores, one pool each, when one training cannot keep two cores busy (the 2-D demo's
+/// students). GPU backends ignore it.
+pub fn with_cpu_threads<R: Send>(
+    n: usize,
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, ThreadsError> {
+    if n == 0 {
+        return Err(ThreadsError::Zero);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map_err(|e| ThreadsError::Spawn(e.to_string()))?;
+    Ok(pool.install(f))
 }
 
 /// Work generic over the autodiff backend; [`dispatch`] monomorphises it.

@@ -236,8 +236,9 @@ fn distill_sample_and_resume_end_to_end() {
 /// `fdistill demo` itself on a tiny setting (20 teacher steps, 4 student iterations at batch
 /// 32): three students in order, the teacher at 35 NFE and the students at 1, every metric in
 /// range, every model worse than the exact-vs-exact MMD² floor (none is trained), the
-/// figures and summary written; run again, it reuses every finished run and reports the
-/// same metrics.
+/// figures and summary written; the students, trained concurrently (one CPU thread each),
+/// equal a student trained alone with the same settings; run again, it reuses every finished
+/// run and reports the same metrics.
 #[test]
 fn demo_runs_end_to_end_on_a_tiny_setting_and_reuses_finished_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,6 +251,8 @@ fn demo_runs_end_to_end_on_a_tiny_setting_and_reuses_finished_runs() {
     let out = dir.path().join("demo");
     let demo = || {
         let o = fdistill(&[
+            "--threads",
+            "3",
             "demo",
             "--out",
             out.to_str().unwrap(),
@@ -284,6 +287,9 @@ fn demo_runs_end_to_end_on_a_tiny_setting_and_reuses_finished_runs() {
         let mmd = m["mmd2"].as_f64().unwrap();
         assert!(mmd > floor, "an untrained model beat the exact floor: {m}");
         assert!(m["mean_log_density"].as_f64().unwrap().is_finite(), "{m}");
+        // Σ_k |observed − expected share| lies in [0, 2]
+        let mass_error = m["mass_error"].as_f64().unwrap();
+        assert!((0.0..=2.0).contains(&mass_error), "{m}");
         assert!(m["samples_per_sec"].as_f64().unwrap() > 0.0, "{m}");
     }
     for m in students {
@@ -293,11 +299,44 @@ fn demo_runs_end_to_end_on_a_tiny_setting_and_reuses_finished_runs() {
         let rows = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
         assert_eq!(rows.lines().count(), 4, "--steps reaches every student");
     }
+    assert!(
+        stderr(&o).contains("concurrently, 1 CPU thread(s) each"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(md.contains("(`toy` preset, 4 iterations)"), "{md}");
+    // A student trained concurrently with the others equals one trained alone: the same
+    // metrics, line for line, and the same weights.
+    let alone = dir.path().join("alone");
+    let o = fdistill(&[
+        "--threads",
+        "1",
+        "distill",
+        "--teacher",
+        out.join("teacher").to_str().unwrap(),
+        "--divergence",
+        "jensen-shannon",
+        "--out",
+        alone.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let demo_js = out.join("students/jensen-shannon");
+    for f in ["metrics.jsonl", "checkpoint/generator.safetensors"] {
+        assert!(
+            std::fs::read(demo_js.join(f)).unwrap() == std::fs::read(alone.join(f)).unwrap(),
+            "{f} of the demo's concurrent student differs from the same student trained alone"
+        );
+    }
     let teacher_rows = std::fs::read_to_string(out.join("teacher/metrics.jsonl")).unwrap();
     let last: serde_json::Value =
         serde_json::from_str(teacher_rows.lines().last().unwrap()).unwrap();
     assert_eq!(last["step"], 20, "--teacher-steps reaches the teacher");
     assert!(md.contains("| teacher (Heun) | 35 |"), "{md}");
+    assert!(md.contains("| mass error |"), "{md}");
     assert!(md.contains("| student, forward-kl | 1 |"), "{md}");
     assert_eq!(
         std::fs::read_to_string(out.join("summary.md"))
@@ -323,7 +362,7 @@ fn demo_runs_end_to_end_on_a_tiny_setting_and_reuses_finished_runs() {
     let e = stderr(&o);
     assert!(e.contains("reusing the teacher"), "{e}");
     assert_eq!(e.matches("reusing the student").count(), 3, "{e}");
-    for key in ["mmd2", "modes_covered", "mean_log_density"] {
+    for key in ["mmd2", "modes_covered", "mass_error", "mean_log_density"] {
         assert_eq!(again["teacher"][key], s["teacher"][key], "{key}");
         for i in 0..3 {
             assert_eq!(again["students"][i][key], s["students"][i][key], "{key}");

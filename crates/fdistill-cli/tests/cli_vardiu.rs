@@ -80,7 +80,44 @@ fn dry_run_states_the_noise_range_and_its_origin() {
         4.0 * sigma_data
     );
     assert_eq!(v["vardiu"]["weight"], "sigma2");
+    // The fresh generator and the posterior: the CLI's vector network, 256 × 4.
+    for net in ["net", "posterior"] {
+        assert_eq!(
+            (v[net]["hidden"].as_u64(), v[net]["depth"].as_u64()),
+            (Some(256), Some(4)),
+            "{net}"
+        );
+    }
     assert!(!out.exists(), "a dry run writes nothing");
+    // --hidden/--depth size both (with --target only).
+    let sized = |extra: &[&str]| {
+        let mut a = vec![
+            "distill",
+            "--method",
+            "vardiu",
+            "--out",
+            p(&out),
+            "--dry-run",
+        ];
+        a.extend_from_slice(extra);
+        fdistill(&a)
+    };
+    let o = sized(&["--target", "mog40", "--hidden", "128", "--depth", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for net in ["net", "posterior"] {
+        assert_eq!(
+            (v[net]["hidden"].as_u64(), v[net]["depth"].as_u64()),
+            (Some(128), Some(3)),
+            "{net}"
+        );
+    }
+    let o = sized(&["--target", "mog40", "--hidden", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hidden (0)"), "{}", stderr(&o));
+    let o = sized(&["--teacher", p(&out), "--hidden", "128"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--target"), "{}", stderr(&o));
 
     // The reference preset keeps its own range.
     let o = fdistill(&[
@@ -281,8 +318,12 @@ fn mlp_teacher_run_directory_works() {
 fn bad_input_exits_2_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--method", "vardiu"], "--target NAME"),
+        (
+            &["--teacher", "t", "--depth", "3"],
+            "--method vardiu --target",
+        ),
         (
             &["--method", "vardiu", "--target", "two-moons"],
             "built-in Gaussian mixture",

@@ -216,6 +216,20 @@ pub struct ModeReport {
     pub expected_mass: Vec<f64>,
 }
 
+impl ModeReport {
+    /// Per-mode mass error `Σ_k |m_k − e_k|` (observed against expected share, the
+    /// [`per_mode_mass`](Self::per_mode_mass) and [`expected_mass`](Self::expected_mass)):
+    /// 0 for a sampler that puts every mode's weight on it; a dropped mode of weight `π`
+    /// adds about `0.99 π` and the mass it went to as much again.
+    pub fn mass_error(&self) -> f64 {
+        self.per_mode_mass
+            .iter()
+            .zip(&self.expected_mass)
+            .map(|(m, e)| (m - e).abs())
+            .sum()
+    }
+}
+
 /// Which component a point belongs to: the one with the smallest standardised distance
 /// `‖(x − μ_k)/s_k‖`, if that distance is ≤ 3; otherwise none.
 pub fn assign_mode(gmm: &GaussianMixture, x: &[f64]) -> Option<usize> {
@@ -453,9 +467,23 @@ mod tests {
             .filter(|(_, c)| **c != 7)
             .flat_map(|(p, _)| p.to_vec())
             .collect();
+        let exact_error = mode_report(&g, &x).mass_error();
+        assert!(exact_error < 0.02, "{exact_error}");
         let r = mode_report(&g, &kept);
         assert_eq!(r.modes_covered, 7);
         assert_eq!(r.per_mode_mass[7], 0.0);
+        // Mode 7's 2 % is missing and spread over the others in proportion: the error is its
+        // expected share on mode 7 plus the same total excess on the rest, ≈ 2 × 0.02 × 0.989.
+        let inside = mass_within_3_std(2);
+        let dropped = mass_within_3_std(2) * 0.02;
+        assert!((r.expected_mass[7] - dropped).abs() < 1e-12);
+        let error = r.mass_error();
+        // the exact samples' own sampling error moves it by at most about as much again
+        assert!(
+            (error - 2.0 * 0.02 * inside).abs() <= exact_error + 0.005,
+            "{error} vs {} ± {exact_error}",
+            2.0 * 0.02 * inside
+        );
         // Mean log-density of exact samples ≈ −entropy; points far away are much lower.
         let lp = mean_log_density(&g, &x);
         let far: Vec<f64> = vec![0.0; 200];

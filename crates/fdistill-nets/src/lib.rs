@@ -34,6 +34,7 @@ pub mod embedding;
 mod fdistill_images_tests;
 #[cfg(test)]
 pub(crate) mod grad_check;
+pub mod init;
 pub mod mlp;
 pub mod mlp_disc;
 pub mod ops;
@@ -51,6 +52,7 @@ pub use dhariwal_unet::{DhariwalUNet, DhariwalUNetConfig};
 pub use edm_precond::{
     EdmArch, EdmKwargs, EdmPrecond, EdmPrecondConfig, TapShape, UNetConfigError,
 };
+pub use init::init_now;
 pub use mlp::{MlpDenoiser, MlpDenoiserConfig};
 pub use mlp_disc::{MlpDiscriminator, MlpDiscriminatorConfig};
 pub use posterior::{GaussianPosterior, GaussianPosteriorConfig};

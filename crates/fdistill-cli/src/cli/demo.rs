@@ -10,7 +10,7 @@ use anyhow::Context;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
-use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
+use fdistill::backends::{BackendTask, DeviceSpec, cpu_threads, dispatch, with_cpu_threads};
 use fdistill::core::gmm::GaussianMixture;
 use fdistill::core::random::standard_normal;
 use fdistill::core::sampler::{SamplerKind, sample};
@@ -24,14 +24,18 @@ use fdistill_plot::{Scatter, Series, line_chart_png, scatter_png};
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::CliError;
 use super::distill::{
     DistillArgs, read_student_config, run_distill, student_samples, student_weights,
 };
 use super::teacher::{TrainArgs, read_run_config};
+use super::{CliError, progress};
 
 /// The divergences the demo compares: mode seeking, balanced, covering.
 pub const DEMO_DIVERGENCES: [&str; 3] = ["reverse-kl", "jensen-shannon", "forward-kl"];
+/// Student iterations of the demo: half the `toy` preset's 12 000, to keep the whole demo
+/// within about 5 minutes on 2 cores (`--steps` changes it; `docs/results.md`, "2-D
+/// fidelity", has the 12 000-iteration results).
+pub const DEMO_STEPS: usize = 6000;
 /// Samples per model for the metrics (and the batch of the speed measurement).
 const N_EVAL: usize = 2000;
 /// Heun NFE of the teacher's reference samples.
@@ -43,7 +47,7 @@ pub struct DemoArgs {
     /// Output directory (teacher/, students/NAME/, summary.json, summary.md, *.png).
     #[arg(long)]
     pub out: PathBuf,
-    /// Student iterations (default: the `toy` preset's).
+    /// Student iterations (default 6000: half the `toy` preset's 12 000, for the demo's time).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Teacher steps (default: the teacher's default).
@@ -73,13 +77,19 @@ pub struct ModelSummary {
     pub mmd2: f64,
     /// Modes holding at least half their expected mass, of 8.
     pub modes_covered: usize,
+    /// Per-mode mass error `Σ_k |m_k − e_k|` (observed against expected share of each mode;
+    /// [`ModeReport::mass_error`](fdistill::metrics::samples::ModeReport::mass_error)).
+    pub mass_error: f64,
     /// Mean log-density of the samples under the exact mixture.
     pub mean_log_density: f64,
     /// Samples per second at batch `N_EVAL`.
     pub samples_per_sec: f64,
-    /// Distillation wall time (students).
+    /// Distillation wall time (students; absent when an earlier demo's student was reused).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_s: Option<f64>,
+    /// Distillation iterations (students).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<usize>,
 }
 
 /// `summary.json`.
@@ -127,29 +137,26 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         })?;
     }
 
-    // 2. one student per divergence
-    let mut train_s = Vec::new();
-    for (i, div) in DEMO_DIVERGENCES.iter().enumerate() {
-        eprintln!(
-            "[demo] 2/3 distilling with {div} ({}/{})",
-            i + 1,
-            DEMO_DIVERGENCES.len()
-        );
+    // 2. one student per divergence, concurrently on a CPU (see `student_threads`)
+    let steps = args.steps.unwrap_or(DEMO_STEPS);
+    let mut jobs = Vec::new();
+    let mut train_s: Vec<Option<f64>> = vec![None; DEMO_DIVERGENCES.len()];
+    for div in DEMO_DIVERGENCES {
         let out = args.out.join("students").join(div);
         let stage = stage_of(&out, args.overwrite, &["distill", "driver", "steps"]);
         if stage == Stage::Finished {
             eprintln!("[demo] reusing the student in {}", out.display());
-            train_s.push(None);
+            jobs.push(None);
             continue;
         }
         let resume = stage == Stage::Unfinished;
-        let outcome = run_distill(DistillArgs {
+        jobs.push(Some(DistillArgs {
             teacher: (!resume).then(|| teacher_dir.clone()),
             divergence: (!resume).then(|| div.to_string()),
             out,
             preset: Some("toy".into()),
             config: if resume { None } else { args.config.clone() },
-            steps: args.steps,
+            steps: Some(steps),
             resume,
             overwrite: stage == Stage::Overwrite,
             dry_run: false,
@@ -158,9 +165,51 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             method: Default::default(),
             vardiu: Default::default(),
             parallel: Default::default(),
-        })?
-        .expect("not a dry run");
-        train_s.push(Some(outcome.elapsed_s));
+        }));
+    }
+    let pending = jobs.iter().flatten().count();
+    if pending > 0 {
+        let threads = student_threads(&device, pending);
+        eprintln!(
+            "[demo] 2/3 distilling with {} ({steps} iterations each{})",
+            DEMO_DIVERGENCES.join(", "),
+            match threads {
+                Some(n) => format!(", concurrently, {n} CPU thread(s) each"),
+                None => ", one after another".into(),
+            }
+        );
+        let bars = indicatif::MultiProgress::new();
+        let run_one = |(div, job): (&str, DistillArgs)| {
+            let distill = || progress::in_group(&bars, div, || run_distill(job));
+            match threads {
+                Some(n) => with_cpu_threads(n, distill)
+                    .map_err(|e| CliError::Usage(e.to_string()))
+                    .and_then(|r| r),
+                None => distill(),
+            }
+        };
+        let named = DEMO_DIVERGENCES.iter().copied().zip(jobs);
+        let outcomes: Vec<Option<Result<_, CliError>>> = if threads.is_some() {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = named
+                    .map(|(div, job)| job.map(|job| scope.spawn(move || run_one((div, job)))))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.map(|h| h.join().expect("a student's thread panicked")))
+                    .collect()
+            })
+        } else {
+            named
+                .map(|(div, job)| job.map(|job| run_one((div, job))))
+                .collect()
+        };
+        // every student has run (or stopped at a checkpoint); report the first failure
+        for (t, outcome) in train_s.iter_mut().zip(outcomes) {
+            if let Some(outcome) = outcome {
+                *t = Some(outcome?.expect("not a dry run").elapsed_s);
+            }
+        }
     }
 
     // 3. evaluation, figures, summary
@@ -191,6 +240,14 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         args.out.display()
     );
     Ok(())
+}
+
+/// CPU threads per student when the demo's `n` students run concurrently (`None`: run them
+/// one after another). One 2-D training (MLP 256 × 4, batch 256) gains nothing from a second
+/// thread (67 it/s on two threads, 62–76 it/s on one), so on a CPU the students share the
+/// cores instead: `⌊threads / n⌋`, at least one each. GPU devices run them one after another.
+fn student_threads(device: &DeviceSpec, n: usize) -> Option<usize> {
+    matches!(device, DeviceSpec::Flex).then(|| (cpu_threads() / n.max(1)).max(1))
 }
 
 /// What the demo (and `study fidelity2d`) does with one of its run directories.
@@ -236,19 +293,26 @@ pub(crate) fn stage_of(dir: &Path, overwrite: bool, steps_key: &[&str]) -> Stage
 
 /// The markdown table of `summary.md`.
 pub fn summary_markdown(s: &DemoSummary) -> String {
-    let mut md = String::from(
+    let mut iterations: Vec<usize> = s.students.iter().filter_map(|m| m.iterations).collect();
+    iterations.dedup();
+    let iterations = match iterations.as_slice() {
+        [n] => format!(", {n} iterations"),
+        _ => String::new(),
+    };
+    let mut md = format!(
         "# fdistill demo: ring8-unbalanced\n\n\
-         Teacher: EDM MLP, Heun sampler. Students: one step, distilled with f-distill (`toy` preset).\n\
+         Teacher: EDM MLP, Heun sampler. Students: one step, distilled with f-distill (`toy` preset{iterations}).\n\
          Metrics on 2000 samples against fresh exact samples of the mixture.\n\n\
-         | model | NFE | MMD² | modes (of 8) | mean log-density | samples/s | speed-up |\n\
-         |---|---|---|---|---|---|---|\n",
+         | model | NFE | MMD² | modes (of 8) | mass error | mean log-density | samples/s | speed-up |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     let row = |name: &str, m: &ModelSummary| {
         format!(
-            "| {name} | {} | {:.5} | {} | {:.3} | {:.0} | {:.1}× |\n",
+            "| {name} | {} | {:.5} | {} | {:.3} | {:.3} | {:.0} | {:.1}× |\n",
             m.nfe,
             m.mmd2,
             m.modes_covered,
+            m.mass_error,
             m.mean_log_density,
             m.samples_per_sec,
             m.samples_per_sec / s.teacher.samples_per_sec
@@ -262,7 +326,8 @@ pub fn summary_markdown(s: &DemoSummary) -> String {
         ));
     }
     md.push_str(&format!(
-        "\nMMD² floor (exact vs exact, same size): {:.5}. Wall time: {:.0} s.\n",
+        "\nMMD² floor (exact vs exact, same size): {:.5}. Mass error: Σ over modes of \
+         |observed − expected share|. Wall time: {:.0} s.\n",
         s.mmd2_floor, s.wall_s
     ));
     md
@@ -286,14 +351,17 @@ fn summarise(
     nfe: usize,
     rate: f64,
 ) -> ModelSummary {
+    let modes = mode_report(g, samples);
     ModelSummary {
         divergence: None,
         nfe,
         mmd2: mmd2(samples, reference, 2),
-        modes_covered: mode_report(g, samples).modes_covered,
+        modes_covered: modes.modes_covered,
+        mass_error: modes.mass_error(),
         mean_log_density: mean_log_density(g, samples),
         samples_per_sec: rate,
         train_s: None,
+        iterations: None,
     }
 }
 
@@ -345,6 +413,7 @@ impl BackendTask for EvalTask {
             )?;
             let mut m = summarise(&g, &samples, &reference, 1, rate);
             m.divergence = Some(div.to_string());
+            m.iterations = Some(sc.distill.driver.steps);
             students.push(m);
             student_samples_all.push((div.to_string(), samples));
         }

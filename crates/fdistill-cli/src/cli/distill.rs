@@ -15,7 +15,7 @@ use fdistill::core::{Denoiser, FeatureDenoiser};
 use fdistill::data::TrainingData;
 use fdistill::nets::{
     ConvDiscriminator, ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminator,
-    MlpDiscriminatorConfig, UNet, UNetConfig,
+    MlpDiscriminatorConfig, UNet, UNetConfig, init_now,
 };
 use fdistill::train::checkpoint::{RunDir, load_module};
 use fdistill::train::distill::config::{PRESETS, RatioSource};
@@ -326,6 +326,13 @@ pub fn run_distill(args: DistillArgs) -> Result<Option<DistillOutcome>, CliError
                 .into(),
         ));
     }
+    if args.vardiu.hidden.is_some() || args.vardiu.depth.is_some() {
+        return Err(CliError::Usage(
+            "--hidden/--depth are for --method vardiu --target; f-distill's networks are copies \
+             of the teacher's (size it at `fdistill teacher train`)"
+                .into(),
+        ));
+    }
     let plan = args.parallel.plan(&args.device)?;
     let writes = args.parallel.writes();
     let device: DeviceSpec = args
@@ -426,6 +433,11 @@ enum Built<B: AutodiffBackend> {
     Unet(UNet<B>, UNet<B>, Option<ConvDiscriminator<B>>),
 }
 
+/// The backend RNG (which draws the discriminator heads) is one per process: runs that start
+/// concurrently (the demo's students, the replicas of `--devices`) seed it and build their
+/// networks one at a time, so each run starts from the weights its seed gives alone.
+static SEED_AND_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct DistillTask {
     config: StudentRunConfig,
     data: TrainingData,
@@ -438,8 +450,12 @@ impl BackendTask for DistillTask {
     type Output = Result<DistillOutcome, CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        B::seed(&device, self.config.distill.driver.seed);
-        match self.build::<B>(&device)? {
+        let built = {
+            let _one = SEED_AND_BUILD.lock().unwrap_or_else(|e| e.into_inner());
+            B::seed(&device, self.config.distill.driver.seed);
+            self.build::<B>(&device)?
+        };
+        match built {
             Built::Mlp(teacher, net, head) => self.train(teacher, net, head, &device),
             Built::Unet(teacher, net, head) => self.train(teacher, net, head, &device),
         }
@@ -448,7 +464,7 @@ impl BackendTask for DistillTask {
 
 impl DistillTask {
     /// The networks, loaded from the teacher's checkpoint (the head drawn from the backend
-    /// RNG, seeded by the caller).
+    /// RNG, seeded by the caller, here and now: [`init_now`]).
     fn build<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Built<B>, CliError> {
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let teacher_run = RunDir::open(&self.config.teacher).map_err(|e| usage(&e))?;
@@ -458,7 +474,7 @@ impl DistillTask {
                 let net: MlpDenoiser<B> =
                     load_module::<B, _>(c.init(device), &weights).map_err(|e| usage(&e))?;
                 let head = match d {
-                    Some(DiscriminatorNet::Mlp(h)) => Some(h.init::<B>(device)),
+                    Some(DiscriminatorNet::Mlp(h)) => Some(init_now(h.init::<B>(device))),
                     Some(DiscriminatorNet::Conv(_)) => return Err(head_mismatch("MLP", "conv")),
                     None => None,
                 };
@@ -468,7 +484,7 @@ impl DistillTask {
                 let net: UNet<B> =
                     load_module::<B, _>(c.init(device), &weights).map_err(|e| usage(&e))?;
                 let head = match d {
-                    Some(DiscriminatorNet::Conv(h)) => Some(h.init::<B>(device)),
+                    Some(DiscriminatorNet::Conv(h)) => Some(init_now(h.init::<B>(device))),
                     Some(DiscriminatorNet::Mlp(_)) => return Err(head_mismatch("UNet", "MLP")),
                     None => None,
                 };
@@ -602,9 +618,8 @@ impl DistillTask {
                 run_distillation(&mut method, &dc.driver, run, resume, observe)
             }
             Devices::Many(plan, devices) => {
-                // The backend RNG is one per process: seed and build one replica at a time,
-                // so rank 0 starts from the weights a one-device run with this seed has.
-                static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                // One replica at a time (`SEED_AND_BUILD`), so rank 0 starts from the weights
+                // a one-device run with this seed has.
                 run_distillation_on::<B, _, _, _>(
                     devices,
                     &plan.cluster,
@@ -612,7 +627,7 @@ impl DistillTask {
                     run,
                     resume,
                     |_rank, device| {
-                        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+                        let _one = SEED_AND_BUILD.lock().unwrap_or_else(|e| e.into_inner());
                         B::seed(device, dc.driver.seed);
                         method_on(device).map_err(|e| DistillError::Config(e.to_string()))
                     },
@@ -634,7 +649,7 @@ impl DistillTask {
             } else {
                 String::new()
             };
-            eprintln!(
+            super::progress::eprint_line(&format!(
                 "distilled {} iterations ({} → {}){on} in {elapsed:.1} s ({:.0} it/s) with {}; checkpoint in {}",
                 steps,
                 summary.first_step,
@@ -642,7 +657,7 @@ impl DistillTask {
                 steps as f64 / elapsed,
                 dc.divergence,
                 run.checkpoint_dir().display()
-            );
+            ));
         }
         Ok(DistillOutcome { elapsed_s: elapsed })
     }

@@ -26,7 +26,9 @@ use fdistill::core::AnalyticTeacher;
 use fdistill::core::Denoiser;
 use fdistill::core::targets::gmm_target;
 use fdistill::data::TrainingData;
-use fdistill::nets::{GaussianPosterior, GaussianPosteriorConfig, MlpDenoiser, MlpDenoiserConfig};
+use fdistill::nets::{
+    GaussianPosterior, GaussianPosteriorConfig, MlpDenoiser, MlpDenoiserConfig, init_now,
+};
 use fdistill::train::checkpoint::{RunDir, load_module};
 use fdistill::train::distill::driver::{BoxError, StepReport};
 use fdistill::train::distill::vardiu::{VARDIU_PRESETS, VarDiuMetrics};
@@ -62,6 +64,13 @@ pub struct VarDiuArgs {
     /// --teacher run; the generator is then a fresh MLP.
     #[arg(long, conflicts_with = "teacher")]
     pub target: Option<String>,
+    /// With --target: hidden width of the fresh generator MLP and of the posterior (default
+    /// 256, the CLI's vector network; with a --teacher run both take the teacher's size).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// With --target: hidden layers of the generator and the posterior (default 4).
+    #[arg(long)]
+    pub depth: Option<usize>,
 }
 
 /// Where a VarDiU run's scores come from.
@@ -153,9 +162,14 @@ pub fn resolve(args: &DistillArgs) -> Result<(VarDiuRunConfig, bool), CliError> 
         ));
     }
     let (mut config, derived) = if args.resume {
-        if args.config.is_some() || args.vardiu.target.is_some() || args.teacher.is_some() {
+        if args.config.is_some()
+            || args.vardiu.target.is_some()
+            || args.teacher.is_some()
+            || args.vardiu.hidden.is_some()
+            || args.vardiu.depth.is_some()
+        {
             return Err(CliError::Usage(
-                "--resume continues with the run's saved config.json; drop --config/--teacher/--target (only --steps may change)".into(),
+                "--resume continues with the run's saved config.json; drop --config/--teacher/--target/--hidden/--depth (only --steps may change)".into(),
             ));
         }
         if !is_vardiu_run(&args.out) {
@@ -168,6 +182,14 @@ pub fn resolve(args: &DistillArgs) -> Result<(VarDiuRunConfig, bool), CliError> 
     } else {
         let (teacher, data, net) = match (&args.teacher, &args.vardiu.target) {
             (Some(dir), None) => {
+                if args.vardiu.hidden.is_some() || args.vardiu.depth.is_some() {
+                    return Err(CliError::Usage(
+                        "--hidden/--depth size the fresh generator of --target; with --teacher \
+                         the generator is the teacher's network (size it at `fdistill teacher \
+                         train`, net.hidden / net.depth in its --config)"
+                            .into(),
+                    ));
+                }
                 let (_, t) = read_run_config(dir)?;
                 let TeacherNet::Mlp(c) = &t.net else {
                     return Err(CliError::Usage(format!(
@@ -196,7 +218,17 @@ pub fn resolve(args: &DistillArgs) -> Result<(VarDiuRunConfig, bool), CliError> 
                     ))
                 })?;
                 let data = TrainingData::Mixture(mixture);
-                let net = MlpDenoiserConfig::new(data.dim(), target_scale(&data));
+                // the CLI's vector network (as `fdistill teacher train`): at 128 × 3 VarDiU
+                // covers fewer modes (docs/results.md, MoG-40, "Capacity")
+                let mut net = MlpDenoiserConfig::new(data.dim(), target_scale(&data));
+                net.hidden = args
+                    .vardiu
+                    .hidden
+                    .unwrap_or(super::teacher::VECTOR_TEACHER_HIDDEN);
+                net.depth = args
+                    .vardiu
+                    .depth
+                    .unwrap_or(super::teacher::VECTOR_TEACHER_DEPTH);
                 (
                     VarDiuTeacher::Analytic {
                         target: name.clone(),
@@ -361,7 +393,7 @@ impl VarDiuTask {
                 // The posterior first, then the generator: the backend RNG's order.
                 self.train_with(
                     |device: &B::Device| {
-                        let posterior = post_cfg.init::<B>(device);
+                        let posterior = init_now(post_cfg.init::<B>(device));
                         let net: MlpDenoiser<B> =
                             load_module::<B, _>(net_cfg.init(device), &weights)
                                 .map_err(|e| usage(&e))?;
@@ -374,8 +406,8 @@ impl VarDiuTask {
                 let mixture = gmm_target(&target).map_err(|e| usage(&e))?;
                 self.train_with(
                     |device: &B::Device| {
-                        let posterior = post_cfg.init::<B>(device);
-                        let generator = net_cfg.init::<B>(device);
+                        let posterior = init_now(post_cfg.init::<B>(device));
+                        let generator = init_now(net_cfg.init::<B>(device));
                         Ok((AnalyticTeacher::new(mixture.clone()), generator, posterior))
                     },
                     on,

@@ -87,20 +87,33 @@ fn acknowledge(_armed: Arc<AtomicBool>) {}
 #[derive(Debug)]
 pub struct Armed(());
 
-/// Arms the handlers for one training loop (installing them on first use).
+/// Training loops armed now: loops on several threads (the demo's students) arm together,
+/// and the handlers go back to "exit at once" when the last one ends.
+static ARMED_LOOPS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+/// Arms the handlers for one training loop (installing them on first use). The first loop
+/// armed clears an earlier stop request; a signal then stops every armed loop.
 pub fn arm() -> Armed {
     let f = flags();
-    f.requested.store(false, Ordering::SeqCst);
-    f.armed.store(true, Ordering::SeqCst);
-    f.exit_now.store(false, Ordering::SeqCst);
+    let mut loops = ARMED_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
+    if *loops == 0 {
+        f.requested.store(false, Ordering::SeqCst);
+        f.armed.store(true, Ordering::SeqCst);
+        f.exit_now.store(false, Ordering::SeqCst);
+    }
+    *loops += 1;
     Armed(())
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
         let f = flags();
-        f.exit_now.store(true, Ordering::SeqCst);
-        f.armed.store(false, Ordering::SeqCst);
+        let mut loops = ARMED_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
+        *loops = loops.saturating_sub(1);
+        if *loops == 0 {
+            f.exit_now.store(true, Ordering::SeqCst);
+            f.armed.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -109,4 +122,32 @@ pub fn requested() -> bool {
     FLAGS
         .get()
         .is_some_and(|f| f.requested.load(Ordering::SeqCst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_disarm_when_the_last_concurrent_loop_ends() {
+        let exit_now = || flags().exit_now.load(Ordering::SeqCst);
+        let first = arm();
+        let second = arm();
+        assert!(!exit_now(), "armed: a signal asks for a clean stop");
+        flags().requested.store(true, Ordering::SeqCst);
+        drop(first);
+        assert!(
+            !exit_now(),
+            "one loop still runs: a signal must still stop it cleanly"
+        );
+        assert!(
+            requested(),
+            "the stop request reaches the loop still running"
+        );
+        drop(second);
+        assert!(exit_now(), "no loop left: a signal exits at once");
+        let again = arm();
+        assert!(!requested(), "a new run starts without the old request");
+        drop(again);
+    }
 }

@@ -10,10 +10,38 @@
 //!
 //! with the steps per second of this process (a resumed run counts from its first step).
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+thread_local! {
+    /// The group of the reporters this thread creates ([`in_group`]): the shared bars and the
+    /// name that tells this thread's loop from the others.
+    static GROUP: RefCell<Option<(MultiProgress, String)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (on this thread) with every [`Progress`] it creates named `name` (`[distill
+/// forward-kl] step …`) and, on a terminal, drawn as one line of `bars`: how loops that run
+/// concurrently on several threads (the demo's students) report without drawing over each
+/// other. [`eprint_line`] prints above the bars.
+pub fn in_group<R>(bars: &MultiProgress, name: &str, f: impl FnOnce() -> R) -> R {
+    GROUP.with(|g| *g.borrow_mut() = Some((bars.clone(), name.to_string())));
+    let out = f();
+    GROUP.with(|g| *g.borrow_mut() = None);
+    out
+}
+
+/// `eprintln!`, above the bars when this thread is [`in_group`].
+pub fn eprint_line(line: &str) {
+    GROUP.with(|g| match &*g.borrow() {
+        Some((bars, _)) if std::io::stderr().is_terminal() => {
+            let _ = bars.println(line);
+        }
+        _ => eprintln!("{line}"),
+    });
+}
 
 /// Environment variable with the seconds between log lines when stderr is not a terminal.
 pub const PROGRESS_SECS_ENV: &str = "FDISTILL_PROGRESS_SECS";
@@ -56,17 +84,30 @@ impl Progress {
     /// `total` and has `done_before` steps already (0, or the checkpoint's step on resume).
     /// `hidden` draws nothing (the caller reports otherwise).
     pub fn new(label: &str, done_before: u64, total: u64, hidden: bool) -> Progress {
+        let group = GROUP.with(|g| g.borrow().clone());
+        let label = match &group {
+            Some((_, name)) => format!("{label} {name}"),
+            None => label.to_string(),
+        };
         let mode = if hidden {
             Mode::Hidden
         } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
+            let (bar, template) = match &group {
+                Some((bars, _)) => (
+                    bars.add(ProgressBar::new(total)),
+                    "{prefix} {elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+                ),
+                None => (
+                    ProgressBar::new(total),
                     "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ),
+            };
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
+            bar.set_prefix(format!("[{label}]"));
             bar.set_position(done_before);
             Mode::Bar(bar)
         } else {
@@ -82,7 +123,7 @@ impl Progress {
         };
         Progress {
             mode,
-            label: label.to_string(),
+            label,
             total,
             done_before,
             start: Instant::now(),
@@ -175,6 +216,28 @@ mod tests {
         assert_eq!(format_duration(200.0), "3 min 20 s");
         assert_eq!(format_duration(3720.0), "1 h 02 min");
         assert_eq!(format_duration(f64::INFINITY), "?");
+    }
+
+    #[test]
+    fn a_group_names_the_lines_of_its_thread_only() {
+        let bars = MultiProgress::new();
+        let (named, after) = std::thread::spawn(move || {
+            let named = in_group(&bars, "forward-kl", || {
+                Progress::new("distill", 0, 10, true).line()
+            });
+            (named, Progress::new("distill", 0, 10, true).line())
+        })
+        .join()
+        .unwrap();
+        assert!(
+            named.starts_with("[distill forward-kl] step 0/10"),
+            "{named}"
+        );
+        // the group ends with `f` ...
+        assert!(after.starts_with("[distill] step 0/10"), "{after}");
+        // ... and other threads never see it
+        let plain = Progress::new("distill", 0, 10, true).line();
+        assert!(plain.starts_with("[distill] step 0/10"), "{plain}");
     }
 
     #[test]

@@ -71,8 +71,9 @@ pub struct Mog40Args {
     /// Samples per generator update.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Hidden width of every network.
-    #[arg(long, default_value_t = 128)]
+    /// Hidden width of every network (VarDiU needs 256 on MoG-40: 128 collapses it onto
+    /// 7 of 40 modes).
+    #[arg(long, default_value_t = 256)]
     pub hidden: usize,
     /// Comma-separated methods (vardiu, vardiu-reference, vardiu-image-range, diff-instruct,
     /// diff-instruct-vardiu-law, dmd2, f-distill-reverse-kl, f-distill-jensen-shannon,

@@ -575,13 +575,7 @@ fn evaluate(data: &TrainingData, samples: &[f64], reference: &[f64]) -> Metrics 
         energy: energy_distance(samples, reference, dim),
         modes_covered: modes.as_ref().map(|m| m.modes_covered),
         modes_total: modes.as_ref().map(|m| m.modes_total),
-        mass_error: modes.as_ref().map(|m| {
-            m.per_mode_mass
-                .iter()
-                .zip(&m.expected_mass)
-                .map(|(a, b)| (a - b).abs())
-                .sum()
-        }),
+        mass_error: modes.as_ref().map(|m| m.mass_error()),
         mean_log_density: mixture.map(|g| mean_log_density(g, samples)),
     }
 }
