@@ -80,11 +80,11 @@ fn dry_run_states_the_noise_range_and_its_origin() {
         4.0 * sigma_data
     );
     assert_eq!(v["vardiu"]["weight"], "sigma2");
-    // The fresh generator and the posterior: the CLI's vector network, 256 × 4.
+    // The fresh generator and the posterior: the library's MLP, 128 × 3.
     for net in ["net", "posterior"] {
         assert_eq!(
             (v[net]["hidden"].as_u64(), v[net]["depth"].as_u64()),
-            (Some(256), Some(4)),
+            (Some(128), Some(3)),
             "{net}"
         );
     }
@@ -102,13 +102,13 @@ fn dry_run_states_the_noise_range_and_its_origin() {
         a.extend_from_slice(extra);
         fdistill(&a)
     };
-    let o = sized(&["--target", "mog40", "--hidden", "128", "--depth", "3"]);
+    let o = sized(&["--target", "mog40", "--hidden", "256", "--depth", "4"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     for net in ["net", "posterior"] {
         assert_eq!(
             (v[net]["hidden"].as_u64(), v[net]["depth"].as_u64()),
-            (Some(128), Some(3)),
+            (Some(256), Some(4)),
             "{net}"
         );
     }

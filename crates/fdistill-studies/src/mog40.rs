@@ -10,7 +10,9 @@
 //!   EDM's `N(−1.2, 1.2²)` would never train the large-σ regime); its EMA is the teacher.
 //! - **Generator.** Every method's generator (and f-distill's fake score) is the teacher
 //!   copy `x0 = D_G(σ_init z; σ_init)`, σ_init = 80, initialised from the learned MLP teacher
-//!   — for both teachers, so that all runs start from the same network.
+//!   — for both teachers, so that all runs start from the same network. Every network is
+//!   [`Mog40Config::hidden`] wide (256; at 128 VarDiU's generator collapses onto 7 of 40
+//!   modes).
 //! - **Noise laws.** `vardiu` and `diff-instruct-vardiu-law` share VarDiU's law (the
 //!   reference protocol, SPEC §7): `σ = σ_min + u^pow (σ_max − σ_min)` on the data's scale
 //!   (σ ∈ [0.1, 20]), pow raised 0.1 → 2 by 0.01 steps (period shortened to the budget,

@@ -65,10 +65,10 @@ pub struct VarDiuArgs {
     #[arg(long, conflicts_with = "teacher")]
     pub target: Option<String>,
     /// With --target: hidden width of the fresh generator MLP and of the posterior (default
-    /// 256, the CLI's vector network; with a --teacher run both take the teacher's size).
+    /// 128; with a --teacher run both take the teacher's size).
     #[arg(long)]
     pub hidden: Option<usize>,
-    /// With --target: hidden layers of the generator and the posterior (default 4).
+    /// With --target: hidden layers of the generator and the posterior (default 3).
     #[arg(long)]
     pub depth: Option<usize>,
 }
@@ -218,17 +218,16 @@ pub fn resolve(args: &DistillArgs) -> Result<(VarDiuRunConfig, bool), CliError> 
                     ))
                 })?;
                 let data = TrainingData::Mixture(mixture);
-                // the CLI's vector network (as `fdistill teacher train`): at 128 × 3 VarDiU
-                // covers fewer modes (docs/results.md, MoG-40, "Capacity")
+                // The library's MLP (128 × 3) unless sized: unlike the teacher-copy
+                // generator of `study mog40`, a fresh generator gained nothing from 256 × 4
+                // on MoG-40 (docs/results.md, MoG-40, initialisation ablation).
                 let mut net = MlpDenoiserConfig::new(data.dim(), target_scale(&data));
-                net.hidden = args
-                    .vardiu
-                    .hidden
-                    .unwrap_or(super::teacher::VECTOR_TEACHER_HIDDEN);
-                net.depth = args
-                    .vardiu
-                    .depth
-                    .unwrap_or(super::teacher::VECTOR_TEACHER_DEPTH);
+                if let Some(h) = args.vardiu.hidden {
+                    net.hidden = h;
+                }
+                if let Some(d) = args.vardiu.depth {
+                    net.depth = d;
+                }
                 (
                     VarDiuTeacher::Analytic {
                         target: name.clone(),
