@@ -156,7 +156,8 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             out,
             preset: Some("toy".into()),
             config: if resume { None } else { args.config.clone() },
-            steps: Some(steps),
+            // a resumed student keeps its own length unless --steps says otherwise
+            steps: if resume { args.steps } else { Some(steps) },
             resume,
             overwrite: stage == Stage::Overwrite,
             dry_run: false,
