@@ -233,6 +233,139 @@ fn distill_sample_and_resume_end_to_end() {
     }
 }
 
+/// The `[name]` tensor of a safetensors file as f32 values, with its shape.
+fn safetensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let t = &header[name];
+    assert_eq!(t["dtype"], "F32", "{name} in {header}");
+    let shape = t["shape"].as_array().unwrap();
+    let shape = shape.iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let off = t["data_offsets"].as_array().unwrap();
+    let (a, b) = (
+        off[0].as_u64().unwrap() as usize,
+        off[1].as_u64().unwrap() as usize,
+    );
+    let values = bytes[8 + n + a..8 + n + b]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (shape, values)
+}
+
+/// `generator_latent_extra = 3`: the student's generator takes a 2 + 3 wide latent. The run
+/// records it in its net config, trains its `W_z` away from zero, resumes, samples, and a
+/// config whose two records disagree is refused, as is a teacher with extra inputs.
+#[test]
+fn a_generator_with_extra_latent_inputs_trains_resumes_and_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = tiny_teacher(dir.path());
+    let cfg = dir.path().join("wide.toml");
+    std::fs::write(&cfg, format!("generator_latent_extra = 3\n{TINY_TOML}")).unwrap();
+    let out = dir.path().join("student");
+    let o = fdistill(&[
+        "distill",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--steps",
+        "6",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config_path = out.join("config.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(config["net"]["latent_extra"], 3, "{config}");
+    assert_eq!(config["distill"]["generator_latent_extra"], 3, "{config}");
+    // W_z: 3 → 16 (burn stores a Linear's weight as [in, out]), trained away from its zero
+    // start; the fake score has none.
+    let checkpoint = out.join("checkpoint");
+    let (shape, w_z) = safetensor(&checkpoint.join("generator.safetensors"), "latent.weight");
+    assert_eq!(shape, vec![3, 16]);
+    assert!(w_z.iter().any(|v| *v != 0.0), "W_z did not train");
+    let fake = std::fs::read(checkpoint.join("fake_score.safetensors")).unwrap();
+    assert!(!String::from_utf8_lossy(&fake).contains("latent.weight"));
+
+    let o = fdistill(&[
+        "distill",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--steps",
+        "9",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 9, "{lines}");
+
+    let s = dir.path().join("s.csv");
+    let o = fdistill(&[
+        "sample",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--n",
+        "40",
+        "--out",
+        s.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = std::fs::read_to_string(&s).unwrap();
+    let parsed: Vec<Vec<f64>> = rows
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect())
+        .collect();
+    assert_eq!(parsed.len(), 40);
+    assert!(
+        parsed
+            .iter()
+            .all(|r| r.len() == 2 && r.iter().all(|v| v.is_finite()))
+    );
+
+    // The two records of the latent width disagree: refused, naming both keys.
+    let mut edited = config.clone();
+    edited["distill"]["generator_latent_extra"] = 2.into();
+    std::fs::write(&config_path, edited.to_string()).unwrap();
+    let o = fdistill(&[
+        "distill",
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--steps",
+        "12",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("net.latent_extra") && e.contains("generator_latent_extra is 2"),
+        "{e}"
+    );
+
+    // A teacher with extra latent inputs (a hand-edited config.json) is refused, with the fix.
+    let teacher_config = teacher.join("config.json");
+    let mut t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&teacher_config).unwrap()).unwrap();
+    t["net"]["latent_extra"] = 2.into();
+    std::fs::write(&teacher_config, t.to_string()).unwrap();
+    let o = fdistill(&[
+        "distill",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--out",
+        dir.path().join("from-bad-teacher").to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("a teacher has no extra latent inputs") && e.contains("generator_latent_extra"),
+        "{e}"
+    );
+}
+
 /// `fdistill demo` itself on a tiny setting (20 teacher steps, 4 student iterations at batch
 /// 32): three students in order, the teacher at 35 NFE and the students at 1, every metric in
 /// range, every model worse than the exact-vs-exact MMD² floor (none is trained), the

@@ -260,6 +260,27 @@ fn classifier_teacher_sample_eval_on_the_fixture() {
         }
         fdistill(&args)
     };
+    // Extra generator latent inputs are for MLP generators: refused for a UNet, with the fix.
+    let wide = dir.path().join("wide.json");
+    std::fs::write(&wide, r#"{"generator_latent_extra": 2}"#).unwrap();
+    let o = fdistill(&[
+        "distill",
+        "--teacher",
+        p(&run),
+        "--out",
+        p(&dir.path().join("wide")),
+        "--config",
+        p(&wide),
+        "--dry-run",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("generator_latent_extra = 2")
+            && text(&o).contains("MLP generators")
+            && text(&o).contains("drop the key"),
+        "{}",
+        text(&o)
+    );
     let o = distill("4", false);
     assert!(o.status.success(), "{}", text(&o));
     let config: serde_json::Value =

@@ -24,6 +24,32 @@ pub trait Denoiser<B: Backend> {
         sigma: Tensor<B, 1>,
         labels: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 2>;
+
+    /// Width of the latent `z` this network takes as a one-step generator
+    /// ([`generate`](Self::generate)): `dim` unless the network has extra latent inputs.
+    fn latent_dim(&self) -> usize {
+        self.dim()
+    }
+
+    /// The one-step generator of SPEC §4 built on this denoiser:
+    ///
+    /// $$ x_0 = G(z) = D(\sigma_\text{init}\\, z;\ \sigma_\text{init}),\qquad z \sim \mathcal N(0, I). $$
+    ///
+    /// A network with extra latent inputs (`latent_dim > dim`) overrides this: the first `dim`
+    /// columns of `z` play the role above and the rest enter the network directly.
+    ///
+    /// # Shapes
+    /// - `z`: `[batch, latent_dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+    fn generate(
+        &self,
+        z: Tensor<B, 2>,
+        sigma_init: f64,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Tensor<B, 2> {
+        let [batch, _] = z.dims();
+        let sigma = Tensor::<B, 1>::full([batch], sigma_init, &z.device());
+        self.denoise(z.mul_scalar(sigma_init), sigma, labels)
+    }
 }
 
 /// A denoiser with EDM preconditioning: it knows the σ_data its loss weight needs.

@@ -10,6 +10,16 @@
 //!
 //! The last hidden activation `h` is the feature tap a discriminator head reads
 //! ([`MlpDenoiser::forward_with_features`]).
+//!
+//! As a one-step generator the network may take a latent wider than the data
+//! ([`MlpDenoiser::with_latent_extra`]): `z = (z_d, z_e) ∈ R^{dim + k}`, and `z_e` enters the
+//! first hidden layer through a zero-initialised `W_z`, so the widened generator starts as the
+//! teacher copy it was made from:
+//!
+//! ```text
+//! G(z) = c_skip x + c_out F(c_in x; c_noise, y; z_e),   x = σ_init z_d,  σ = σ_init
+//!     h = SiLU(W_0 (c_in x) + W_z z_e + e)                            [batch, hidden]
+//! ```
 
 use crate::ops::silu;
 use burn::module::Module;
@@ -54,6 +64,14 @@ pub struct MlpDenoiserConfig {
     /// Number of classes for a label embedding; `None` for an unconditional net.
     #[serde(default)]
     pub n_classes: Option<usize>,
+    /// Extra latent inputs of a one-step generator (`W_z`: `latent_extra` → hidden; 0 for a
+    /// denoiser). See [`MlpDenoiser::with_latent_extra`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latent_extra: usize,
+}
+
+fn is_zero(k: &usize) -> bool {
+    *k == 0
 }
 
 fn default_hidden() -> usize {
@@ -80,6 +98,7 @@ impl MlpDenoiserConfig {
             embedding_max_period: default_max_period(),
             sigma_data,
             n_classes: None,
+            latent_extra: 0,
         }
     }
 
@@ -128,9 +147,20 @@ impl MlpDenoiserConfig {
             output: LinearConfig::new(h, self.dim)
                 .with_initializer(Initializer::Zeros)
                 .init(device),
+            latent: latent_layer(self.latent_extra, h, device),
             config: self.clone(),
         }
     }
+}
+
+/// `W_z`: extra latent → hidden, zero-initialised and without bias (none when `extra` is 0).
+fn latent_layer<B: Backend>(extra: usize, hidden: usize, device: &B::Device) -> Option<Linear<B>> {
+    (extra > 0).then(|| {
+        LinearConfig::new(extra, hidden)
+            .with_bias(false)
+            .with_initializer(Initializer::Zeros)
+            .init(device)
+    })
 }
 
 /// The EDM-preconditioned MLP denoiser; see the module docs.
@@ -146,23 +176,45 @@ pub struct MlpDenoiser<B: Backend> {
     pub hidden: Vec<Linear<B>>,
     /// `W_out`: hidden → data, zero-initialised.
     pub output: Linear<B>,
+    /// `W_z`: extra generator latent → hidden, zero-initialised (generators made with
+    /// [`MlpDenoiser::with_latent_extra`] only).
+    pub latent: Option<Linear<B>>,
     /// The configuration (not a parameter).
     #[module(skip)]
     pub config: MlpDenoiserConfig,
 }
 
 impl<B: Backend> MlpDenoiser<B> {
-    /// The raw network `F(c_in x; c_noise, y)` and its last hidden activation.
+    /// A one-step generator with `extra` latent inputs beyond the data's `dim`, made from this
+    /// network (usually the teacher's): the new `W_z` is zero, so the result generates exactly
+    /// what this network does from the latent's first `dim` columns until `W_z` is trained.
+    /// A network that already has extra inputs keeps its `W_z` when `extra` is unchanged.
+    pub fn with_latent_extra(self, extra: usize, device: &B::Device) -> Self {
+        if extra == self.config.latent_extra {
+            return self;
+        }
+        MlpDenoiser {
+            latent: latent_layer(extra, self.config.hidden, device),
+            config: MlpDenoiserConfig {
+                latent_extra: extra,
+                ..self.config
+            },
+            ..self
+        }
+    }
+
+    /// The raw network `F(c_in x; c_noise, y [; z_e])` and its last hidden activation.
     ///
     /// # Shapes
     /// - `x_in` (already scaled by c_in): `[batch, dim]`, `c_noise`: `[batch]`,
-    ///   `labels`: `[batch]`
+    ///   `labels`: `[batch]`, `z_extra`: `[batch, latent_extra]`
     /// - returns `(F [batch, dim], features [batch, hidden])`
     fn raw(
         &self,
         x_in: Tensor<B, 2>,
         c_noise: Tensor<B, 1>,
         labels: Option<Tensor<B, 1, Int>>,
+        z_extra: Option<Tensor<B, 2>>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let c = &self.config;
         let mut e = self.noise.forward(sinusoidal_embedding(
@@ -176,7 +228,11 @@ impl<B: Backend> MlpDenoiser<B> {
             e = e + emb.reshape([batch, c.hidden]); // [batch, hidden]
         }
         let e = silu(e);
-        let mut h = silu(self.input.forward(x_in) + e.clone()); // [batch, hidden]
+        let mut pre = self.input.forward(x_in) + e.clone(); // [batch, hidden]
+        if let (Some(w_z), Some(z_e)) = (&self.latent, z_extra) {
+            pre = pre + w_z.forward(z_e); // [batch, hidden]
+        }
+        let mut h = silu(pre); // [batch, hidden]
         for layer in &self.hidden {
             h = silu(layer.forward(h) + e.clone()); // [batch, hidden]
         }
@@ -196,9 +252,40 @@ impl<B: Backend> MlpDenoiser<B> {
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let (c_skip, c_out, c_in, c_noise) = edm_scalings_tensor(sigma, self.config.sigma_data);
         let col = |t: Tensor<B, 1>| t.unsqueeze_dim::<2>(1); // [batch, 1]
-        let (f, features) = self.raw(x.clone() * col(c_in), c_noise, labels);
+        let (f, features) = self.raw(x.clone() * col(c_in), c_noise, labels, None);
         let denoised = x * col(c_skip) + f * col(c_out); // [batch, dim]
         (denoised, features)
+    }
+
+    /// The one-step generator `G(z)` of the module docs (`Denoiser::generate` without extra
+    /// latent inputs).
+    ///
+    /// # Shapes
+    /// - `z`: `[batch, dim + latent_extra]`, `labels`: `[batch]`; returns `[batch, dim]`
+    ///
+    /// # Panics
+    /// If `z` is not `dim + latent_extra` wide (a caller's shape bug).
+    pub fn generate_one_step(
+        &self,
+        z: Tensor<B, 2>,
+        sigma_init: f64,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Tensor<B, 2> {
+        let [batch, width] = z.dims();
+        let (dim, extra) = (self.config.dim, self.config.latent_extra);
+        assert_eq!(
+            width,
+            dim + extra,
+            "the generator's latent is {dim} + {extra} wide, z is {width}"
+        );
+        let device = z.device();
+        let sigma = Tensor::<B, 1>::full([batch], sigma_init, &device);
+        let (c_skip, c_out, c_in, c_noise) = edm_scalings_tensor(sigma, self.config.sigma_data);
+        let col = |t: Tensor<B, 1>| t.unsqueeze_dim::<2>(1); // [batch, 1]
+        let x = z.clone().narrow(1, 0, dim).mul_scalar(sigma_init); // [batch, dim]
+        let z_extra = (extra > 0).then(|| z.narrow(1, dim, extra)); // [batch, extra]
+        let (f, _) = self.raw(x.clone() * col(c_in), c_noise, labels, z_extra);
+        x * col(c_skip) + f * col(c_out) // [batch, dim]
     }
 
     /// `D(x; σ, y)`.
@@ -227,6 +314,19 @@ impl<B: Backend> Denoiser<B> for MlpDenoiser<B> {
         labels: Option<Tensor<B, 1, Int>>,
     ) -> Tensor<B, 2> {
         self.forward(x, sigma, labels)
+    }
+
+    fn latent_dim(&self) -> usize {
+        self.config.dim + self.config.latent_extra
+    }
+
+    fn generate(
+        &self,
+        z: Tensor<B, 2>,
+        sigma_init: f64,
+        labels: Option<Tensor<B, 1, Int>>,
+    ) -> Tensor<B, 2> {
+        self.generate_one_step(z, sigma_init, labels)
     }
 }
 
@@ -313,6 +413,105 @@ mod tests {
         // The EMA moved away from the initial zero output weights.
         let w = state.ema.output.weight.val().abs().sum().into_scalar();
         assert!(w > 0.0);
+    }
+
+    /// A random-weight 2-D net with a nonzero output layer (so `F` matters), the same for the
+    /// same `seed`. The caller holds [`crate::test_rng::seeded`]'s guard.
+    fn random_net(seed: u64, extra: usize) -> MlpDenoiser<B> {
+        let device = Default::default();
+        B::seed(&device, seed);
+        let mut cfg = MlpDenoiserConfig::new(2, 1.5);
+        cfg.hidden = 16;
+        cfg.depth = 2;
+        let mut net = crate::init_now(cfg.init::<B>(&device));
+        net.output.weight = net
+            .output
+            .weight
+            .map(|w| w.random_like(Distribution::Normal(0.0, 0.5)));
+        net.with_latent_extra(extra, &device)
+    }
+
+    fn values(t: Tensor<B, 2>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    /// `W_z` starts at zero: the widened generator generates from `z`'s first `dim` columns
+    /// exactly what its source does, whatever the extra columns hold.
+    #[test]
+    fn a_widened_generator_starts_as_its_source() {
+        let _rng = crate::test_rng::seeded(102);
+        let source = random_net(102, 0);
+        let widened = source.clone().with_latent_extra(3, &Default::default());
+        assert_eq!((source.latent_dim(), widened.latent_dim()), (2, 5));
+        assert_eq!(widened.dim(), 2);
+        let device = Default::default();
+        let z = Tensor::<B, 2>::random([6, 5], Distribution::Normal(0.0, 1.0), &device);
+        let want = source.generate(z.clone().narrow(1, 0, 2), 4.0, None);
+        let got = widened.generate(z, 4.0, None);
+        assert_eq!(values(got), values(want));
+        // Without extra inputs `generate` is D(σ_init z; σ_init) (the trait's default).
+        let z = Tensor::<B, 2>::random([4, 2], Distribution::Normal(0.0, 1.0), &device);
+        let sigma = Tensor::<B, 1>::full([4], 4.0, &device);
+        let want = source.denoise(z.clone().mul_scalar(4.0), sigma, None);
+        assert_eq!(values(source.generate(z, 4.0, None)), values(want));
+    }
+
+    /// With `W_z ≠ 0` each sample's extra latent adds `W_z z_e` to the first layer's
+    /// pre-activation: the same as a denoiser whose first-layer bias is shifted by it.
+    #[test]
+    fn the_extra_latent_shifts_the_first_layer() {
+        let _rng = crate::test_rng::seeded(103);
+        let device = Default::default();
+        let mut g = random_net(103, 3);
+        let w_z = Tensor::<B, 2>::random([3, 16], Distribution::Normal(0.0, 1.0), &device);
+        g.latent.as_mut().unwrap().weight = burn::module::Param::from_tensor(w_z.clone());
+        let z = Tensor::<B, 2>::random([5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let got = values(g.generate(z.clone(), 3.0, None));
+        assert_ne!(
+            got,
+            values(random_net(103, 0).generate(z.clone().narrow(1, 0, 2), 3.0, None)),
+            "W_z must change the output"
+        );
+        for row in 0..5 {
+            let zr = z.clone().narrow(0, row, 1); // [1, 5]
+            let shift = zr.clone().narrow(1, 2, 3).matmul(w_z.clone()); // [1, 16]
+            let mut plain = random_net(103, 0);
+            let bias = plain.input.bias.take().unwrap().val(); // [16]
+            plain.input.bias = Some(burn::module::Param::from_tensor(bias + shift.reshape([16])));
+            let sigma = Tensor::<B, 1>::full([1], 3.0, &device);
+            let want = plain.denoise(zr.narrow(1, 0, 2).mul_scalar(3.0), sigma, None);
+            let want = values(want);
+            for (a, b) in got[2 * row..2 * row + 2].iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                    "row {row}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    /// Trained through `generate`, `W_z` receives a gradient (it starts at zero, so only the
+    /// gradient can move it).
+    #[test]
+    fn the_extra_latent_weights_take_gradients() {
+        use burn::backend::Autodiff;
+        type A = Autodiff<Flex>;
+        let _rng = crate::test_rng::seeded(104);
+        let device = Default::default();
+        let mut cfg = MlpDenoiserConfig::new(2, 1.5);
+        cfg.hidden = 8;
+        cfg.depth = 2;
+        let mut net = cfg.init::<A>(&device);
+        net.output.weight = net
+            .output
+            .weight
+            .map(|w| w.random_like(Distribution::Normal(0.0, 0.5)));
+        let g = net.with_latent_extra(2, &device);
+        let z = Tensor::<A, 2>::random([7, 4], Distribution::Normal(0.0, 1.0), &device);
+        let grads = g.generate(z, 2.0, None).powf_scalar(2.0).sum().backward();
+        let norms = crate::grad_check::gradient_norms(&g, &grads);
+        let w_z = norms.iter().find(|(n, _)| n.starts_with("latent")).unwrap();
+        assert!(w_z.1 > 0.0, "{norms:?}");
     }
 
     #[test]

@@ -171,9 +171,15 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     let pending = jobs.iter().flatten().count();
     if pending > 0 {
         let threads = student_threads(&device, pending);
+        let own_length = jobs.iter().flatten().any(|j| j.resume && j.steps.is_none());
         eprintln!(
-            "[demo] 2/3 distilling with {} ({steps} iterations each{})",
+            "[demo] 2/3 distilling with {} ({steps} iterations each{}{})",
             DEMO_DIVERGENCES.join(", "),
+            if own_length {
+                "; a resumed student to its own length"
+            } else {
+                ""
+            },
             match threads {
                 Some(n) => format!(", concurrently, {n} CPU thread(s) each"),
                 None => ", one after another".into(),

@@ -14,7 +14,7 @@ use fdistill::core::ratio::LearnedRatioEstimator;
 use fdistill::core::{Denoiser, FeatureDenoiser};
 use fdistill::data::TrainingData;
 use fdistill::nets::{
-    ConvDiscriminator, ConvDiscriminatorConfig, MlpDenoiser, MlpDiscriminator,
+    ConvDiscriminator, ConvDiscriminatorConfig, MlpDenoiser, MlpDenoiserConfig, MlpDiscriminator,
     MlpDiscriminatorConfig, UNet, UNetConfig, init_now,
 };
 use fdistill::train::checkpoint::{RunDir, load_module};
@@ -266,7 +266,17 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
         if let Some(w) = preset_scale_warning(&teacher.net, &distill) {
             eprintln!("warning: {w}");
         }
-        let net = teacher.net.clone();
+        let mut net = teacher.net.clone();
+        match (&mut net, distill.generator_latent_extra) {
+            (_, 0) => {}
+            (TeacherNet::Mlp(c), k) => c.latent_extra = k,
+            (TeacherNet::Unet(_), k) => {
+                return Err(CliError::Usage(format!(
+                    "generator_latent_extra = {k}: extra latent inputs are for MLP generators \
+                     (vector data); a UNet generator's latent is the image itself: drop the key"
+                )));
+            }
+        }
         let discriminator =
             (distill.ratio == RatioSource::Discriminator).then(|| DiscriminatorNet::for_net(&net));
         StudentRunConfig {
@@ -282,6 +292,18 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
         config.distill.driver.steps = steps;
     }
     config.distill = config.distill.clone().check().map_err(|e| usage(&e))?;
+    let net_extra = match &config.net {
+        TeacherNet::Mlp(c) => c.latent_extra,
+        TeacherNet::Unet(_) => 0,
+    };
+    if net_extra != config.distill.generator_latent_extra {
+        return Err(CliError::Usage(format!(
+            "{}: the generator network has {net_extra} extra latent inputs (net.latent_extra) but \
+             distill.generator_latent_extra is {}; the two must agree (start a new run to change it)",
+            source_config.display(),
+            config.distill.generator_latent_extra
+        )));
+    }
     if config.distill.ratio == RatioSource::Exact {
         return Err(CliError::Usage(
             "ratio = \"exact\" needs a closed-form student density, which a network student lacks; \
@@ -403,14 +425,14 @@ impl DevicesTask for DistillOnDevices {
         match mlp {
             true => task.train_with::<B, MlpDenoiser<B>, MlpDiscriminator<B>, _>(
                 |t, d| match t.build::<B>(d)? {
-                    Built::Mlp(teacher, net, head) => Ok((teacher, net, head)),
+                    Built::Mlp(nets) => Ok(nets),
                     Built::Unet(..) => Err(CliError::Usage("an MLP config built a UNet".into())),
                 },
                 on,
             ),
             false => task.train_with::<B, UNet<B>, ConvDiscriminator<B>, _>(
                 |t, d| match t.build::<B>(d)? {
-                    Built::Unet(teacher, net, head) => Ok((teacher, net, head)),
+                    Built::Unet(nets) => Ok(nets),
                     Built::Mlp(..) => Err(CliError::Usage("a UNet config built an MLP".into())),
                 },
                 on,
@@ -425,12 +447,22 @@ pub(super) enum Devices<B: AutodiffBackend> {
     Many(ParallelPlan, Vec<B::Device>),
 }
 
-/// The networks of a student run: teacher, generator / fake-score initialisation, head.
+/// The networks of a student run before training: the teacher, the generator and the fake
+/// score (copies of the teacher; the generator with its extra latent inputs, if any) and the
+/// discriminator head.
+struct Nets<N, C> {
+    teacher: N,
+    generator: N,
+    fake_score: N,
+    head: Option<C>,
+}
+
+/// [`Nets`] of an MLP or a UNet run.
 // Built once per device and unpacked at once: the size of a variant does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Built<B: AutodiffBackend> {
-    Mlp(MlpDenoiser<B>, MlpDenoiser<B>, Option<MlpDiscriminator<B>>),
-    Unet(UNet<B>, UNet<B>, Option<ConvDiscriminator<B>>),
+    Mlp(Nets<MlpDenoiser<B>, MlpDiscriminator<B>>),
+    Unet(Nets<UNet<B>, ConvDiscriminator<B>>),
 }
 
 /// The backend RNG (which draws the discriminator heads) is one per process: runs that start
@@ -456,8 +488,8 @@ impl BackendTask for DistillTask {
             self.build::<B>(&device)?
         };
         match built {
-            Built::Mlp(teacher, net, head) => self.train(teacher, net, head, &device),
-            Built::Unet(teacher, net, head) => self.train(teacher, net, head, &device),
+            Built::Mlp(nets) => self.train(nets, &device),
+            Built::Unet(nets) => self.train(nets, &device),
         }
     }
 }
@@ -471,14 +503,26 @@ impl DistillTask {
         let weights = teacher_checkpoint(&teacher_run).join(TEACHER_EMA_FILE);
         match (&self.config.net, &self.config.discriminator) {
             (TeacherNet::Mlp(c), d) => {
+                // The student's net config is the generator's; the teacher has no extra
+                // latent inputs.
+                let teacher_config = MlpDenoiserConfig {
+                    latent_extra: 0,
+                    ..c.clone()
+                };
                 let net: MlpDenoiser<B> =
-                    load_module::<B, _>(c.init(device), &weights).map_err(|e| usage(&e))?;
+                    load_module::<B, _>(teacher_config.init(device), &weights)
+                        .map_err(|e| usage(&e))?;
                 let head = match d {
                     Some(DiscriminatorNet::Mlp(h)) => Some(init_now(h.init::<B>(device))),
                     Some(DiscriminatorNet::Conv(_)) => return Err(head_mismatch("MLP", "conv")),
                     None => None,
                 };
-                Ok(Built::Mlp(net.clone(), net, head))
+                Ok(Built::Mlp(Nets {
+                    teacher: net.clone(),
+                    generator: net.clone().with_latent_extra(c.latent_extra, device),
+                    fake_score: net,
+                    head,
+                }))
             }
             (TeacherNet::Unet(c), d) => {
                 let net: UNet<B> =
@@ -499,7 +543,12 @@ impl DistillTask {
                     },
                     model: net.model,
                 };
-                Ok(Built::Unet(teacher, net, head))
+                Ok(Built::Unet(Nets {
+                    teacher,
+                    generator: net.clone(),
+                    fake_score: net,
+                    head,
+                }))
             }
         }
     }
@@ -517,9 +566,7 @@ impl DistillTask {
     /// head type `C`, with a progress bar.
     fn train<B, N, C>(
         self,
-        teacher: N,
-        net: N,
-        head: Option<C>,
+        nets: Nets<N, C>,
         device: &B::Device,
     ) -> Result<DistillOutcome, CliError>
     where
@@ -528,7 +575,7 @@ impl DistillTask {
         N::InnerModule: Denoiser<B::InnerBackend>,
         C: AutodiffModule<B> + LearnedRatioEstimator<B>,
     {
-        let built = std::sync::Mutex::new(Some((teacher, net, head)));
+        let built = std::sync::Mutex::new(Some(nets));
         self.train_with::<B, N, C, _>(
             |_, _| {
                 built
@@ -551,19 +598,27 @@ impl DistillTask {
         N: AutodiffModule<B> + FeatureDenoiser<B> + EdmDenoiser<B>,
         N::InnerModule: Denoiser<B::InnerBackend>,
         C: AutodiffModule<B> + LearnedRatioEstimator<B>,
-        F: Fn(&DistillTask, &B::Device) -> Result<(N, N, Option<C>), CliError> + Sync,
+        F: Fn(&DistillTask, &B::Device) -> Result<Nets<N, C>, CliError> + Sync,
     {
         let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
         let dc = self.config.distill.clone();
         let method_on = |device: &B::Device| -> Result<FDistill<B, N, N, C>, CliError> {
-            let (teacher, net, head) = build(&self, device)?;
-            let teacher = teacher.no_grad();
-            let critic = match (head, dc.ratio) {
+            let nets = build(&self, device)?;
+            let teacher = nets.teacher.no_grad();
+            let critic = match (nets.head, dc.ratio) {
                 (Some(h), RatioSource::Discriminator) => Critic::Learned(h),
                 _ => Critic::<B, C>::Unit,
             };
-            FDistill::new(dc.clone(), teacher, net, critic, self.data.clone(), device)
-                .map_err(|e| usage(&e))
+            FDistill::with_networks(
+                dc.clone(),
+                teacher,
+                nets.generator,
+                nets.fake_score,
+                critic,
+                self.data.clone(),
+                device,
+            )
+            .map_err(|e| usage(&e))
         };
         let (run, resume, quiet) = (&self.run, self.resume, self.quiet);
         let start = Instant::now();

@@ -160,6 +160,15 @@ impl TeacherNet {
         }
     }
 
+    /// Width of the latent of a one-step generator with this network: `dim`, plus an MLP
+    /// generator's extra latent inputs.
+    pub fn latent_dim(&self) -> usize {
+        match self {
+            TeacherNet::Mlp(c) => c.dim + c.latent_extra,
+            TeacherNet::Unet(c) => c.dim(),
+        }
+    }
+
     /// Number of classes of a conditional net.
     pub fn n_classes(&self) -> Option<usize> {
         match self {
@@ -173,14 +182,14 @@ impl TeacherNet {
     /// column with 10 classes). Shared by the teacher's sampler and one-step students.
     ///
     /// # Shapes
-    /// - returns latents `[n, dim]` and labels `[n]`
+    /// - returns latents `[n, latent_dim]` and labels `[n]`
     pub fn sampling_inputs<B: Backend>(
         &self,
         n: usize,
         seed: u64,
         device: &B::Device,
     ) -> (Tensor<B, 2>, Option<Tensor<B, 1, Int>>) {
-        let dim = self.dim();
+        let dim = self.latent_dim();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let z = standard_normal(n * dim, &mut rng);
         let latents = Tensor::from_data(TensorData::new(z, [n, dim]).convert::<f32>(), device);
@@ -716,6 +725,13 @@ pub fn read_run_config(dir: &Path) -> Result<(RunDir, TeacherRunConfig), CliErro
             run.config_path().display(),
             config.net.dim(),
             config.data.dim
+        )));
+    }
+    if config.net.latent_dim() != config.net.dim() {
+        return Err(CliError::Usage(format!(
+            "{}: a teacher has no extra latent inputs; remove net.latent_extra (it is set by \
+             `fdistill distill` for a student's generator, through generator_latent_extra)",
+            run.config_path().display()
         )));
     }
     Ok((run, config))

@@ -431,6 +431,12 @@ pub struct DistillConfig {
     pub teacher_guidance: Option<f64>,
     /// σ_init: the generator is `x0 = D_G(σ_init z; σ_init)`.
     pub sigma_init: f64,
+    /// Extra latent dimensions of the generator (default 0; omitted from files when 0): with
+    /// `k > 0` the generator takes `z ∈ R^{dim + k}`, whose last `k` entries enter its first
+    /// hidden layer through a zero-initialised linear map, so it starts as the teacher copy
+    /// (`MlpDenoiser::with_latent_extra`; MLP networks only).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub generator_latent_extra: usize,
     /// AdamW learning rate of the generator.
     pub lr_generator: f64,
     /// AdamW learning rate of the fake score.
@@ -454,6 +460,10 @@ pub struct DistillConfig {
     pub inject_nan_at_step: Option<usize>,
     /// Loop settings (steps, checkpoints, logging, seed).
     pub driver: DriverConfig,
+}
+
+fn is_zero_usize(k: &usize) -> bool {
+    *k == 0
 }
 
 /// The names [`DistillConfig::preset`] knows, sorted.
@@ -518,6 +528,7 @@ impl DistillConfig {
             vardiu_weight: None,
             teacher_guidance: None,
             sigma_init: 4.0,
+            generator_latent_extra: 0,
             lr_generator: 1e-3,
             lr_fake_score: 2e-3,
             lr_discriminator: 2e-3,

@@ -89,7 +89,9 @@ pub trait DistillMethod<B: AutodiffBackend> {
     /// label per latent for a class-conditional generator (`None` otherwise).
     ///
     /// # Shapes
-    /// - `latents`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+    /// - `latents`: `[batch, latent_dim]` (the data's `dim` unless the generator has extra
+    ///   latent inputs, [`DistillConfig::generator_latent_extra`](super::DistillConfig)),
+    ///   `labels`: `[batch]`; returns `[batch, dim]`
     fn generate(
         &self,
         latents: Tensor<B::InnerBackend, 2>,

@@ -249,6 +249,8 @@ where
     opt_head: Option<AdamWOptimizer<B, C>>,
     state: MethodState,
     dim: usize,
+    /// Width of the generator's latent: `dim + generator_latent_extra`.
+    latent_dim: usize,
     /// Classes of labelled data: every network is then called with labels (uniform for
     /// generated samples, the data's own for real ones).
     classes: Option<usize>,
@@ -346,6 +348,16 @@ where
                 data.dim()
             )));
         }
+        let latent_dim = dim + config.generator_latent_extra;
+        if generator.latent_dim() != latent_dim {
+            return Err(DistillError::Setup(format!(
+                "the generator takes a {}-wide latent but the config asks for {dim} +                  generator_latent_extra {} = {latent_dim}; build the generator with                  MlpDenoiser::with_latent_extra({}) (only MLP networks have extra latent inputs),                  or set generator_latent_extra to {}",
+                generator.latent_dim(),
+                config.generator_latent_extra,
+                config.generator_latent_extra,
+                generator.latent_dim() - dim.min(generator.latent_dim()),
+            )));
+        }
         let (head, fixed_ratio) = match (config.ratio, critic) {
             (RatioSource::Discriminator, Critic::Learned(h)) => (Some(h), None),
             (RatioSource::Exact, Critic::Fixed(e)) => (None, Some(e)),
@@ -407,6 +419,7 @@ where
                 normaliser,
             },
             dim,
+            latent_dim,
             classes,
             device: device.clone(),
             shard: None,
@@ -504,6 +517,12 @@ where
         &self.config
     }
 
+    /// Width of the generator's latent `z`: the data's dim plus
+    /// [`generator_latent_extra`](DistillConfig::generator_latent_extra).
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+
     /// The generator (trained weights).
     pub fn generator(&self) -> &N {
         &self.generator
@@ -517,7 +536,7 @@ where
     /// `x0 = G(z) = D_G(σ_init z; σ_init)`.
     ///
     /// # Shapes
-    /// - `z`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+    /// - `z`: `[batch, latent_dim]`, `labels`: `[batch]`; returns `[batch, dim]`
     fn generate_train(&self, z: Tensor<B, 2>, labels: Option<Tensor<B, 1, Int>>) -> Tensor<B, 2> {
         super::one_step_generate(&self.generator, z, self.config.sigma_init, labels)
     }
@@ -527,7 +546,8 @@ where
     /// the same labels. Updates the stage-1 bin means.
     ///
     /// # Shapes
-    /// - `z`, `eps`: `[batch, dim]`, `sigma`: `batch` values, `labels`: `[batch]`
+    /// - `z`: `[batch, latent_dim]`, `eps`: `[batch, dim]`, `sigma`: `batch` values,
+    ///   `labels`: `[batch]`
     pub fn generator_objective(
         &mut self,
         z: Tensor<B, 2>,
@@ -703,14 +723,14 @@ where
         lr_factor: f64,
     ) -> Result<FDistillMetrics, DistillError> {
         let mut m = FDistillMetrics::new(Phase::Generator);
-        let (b, d) = (self.config.batch_size, self.dim);
+        let (b, d, l) = (self.config.batch_size, self.dim, self.latent_dim);
         let rows = self.my_rows(b);
         let t = Instant::now();
-        let z = self.mine(standard_normal(b * d, rng), d);
+        let z = self.mine(standard_normal(b * l, rng), l);
         let sigma_global = self.noise.sample(b, self.state.generator_steps, rng);
         let eps = self.mine(standard_normal(b * d, rng), d);
         let labels = self.draw_labels(b, rng).map(|l| self.mine(l, 1));
-        let z = host_tensor::<B, 2>(z, [rows, d], &self.device);
+        let z = host_tensor::<B, 2>(z, [rows, l], &self.device);
         let sigma = self.mine(sigma_global.clone(), 1);
         let eps = host_tensor::<B, 2>(eps, [rows, d], &self.device);
         let labels = labels.map(|l| label_tensor::<B>(&l, &self.device));
@@ -796,7 +816,8 @@ where
         let rows = self.my_rows(b);
         let dev = self.device.clone();
         let t = Instant::now();
-        let z = host_tensor::<B, 2>(self.mine(standard_normal(b * d, rng), d), [rows, d], &dev);
+        let l = self.latent_dim;
+        let z = host_tensor::<B, 2>(self.mine(standard_normal(b * l, rng), l), [rows, l], &dev);
         let steps = self.state.generator_steps;
         let sigma = self.mine(self.noise.sample(b, steps, rng), 1);
         let sigma = host_tensor::<B, 1>(sigma, [rows], &dev);

@@ -32,18 +32,18 @@ pub use vardiu::{VarDiU, VarDiuConfig, VarDiuMetrics};
 /// $$ x_0 = G(z) = D_G(\sigma_\text{init}\\, z;\ \sigma_\text{init}),\qquad z \sim \mathcal N(0, I). $$
 ///
 /// A class-conditional generator takes one label per latent (`None` for an unconditional one).
+/// A generator with extra latent inputs ([`Denoiser::latent_dim`] `> dim`, e.g.
+/// `MlpDenoiser::with_latent_extra`) takes a wider `z`; this is [`Denoiser::generate`].
 ///
 /// # Shapes
-/// - `z`: `[batch, dim]`, `labels`: `[batch]`; returns `[batch, dim]`
+/// - `z`: `[batch, latent_dim]`, `labels`: `[batch]`; returns `[batch, dim]`
 pub fn one_step_generate<B: Backend, D: Denoiser<B> + ?Sized>(
     generator: &D,
     z: Tensor<B, 2>,
     sigma_init: f64,
     labels: Option<Tensor<B, 1, Int>>,
 ) -> Tensor<B, 2> {
-    let [batch, _] = z.dims();
-    let sigma = Tensor::<B, 1>::full([batch], sigma_init, &z.device());
-    generator.denoise(z.mul_scalar(sigma_init), sigma, labels)
+    generator.generate(z, sigma_init, labels)
 }
 
 /// Distillation errors: configuration, setup, non-finite values, checkpoints.

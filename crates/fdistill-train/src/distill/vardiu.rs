@@ -408,6 +408,12 @@ where
                 generator.dim()
             )));
         }
+        if generator.latent_dim() != dim {
+            return Err(DistillError::Setup(format!(
+                "the generator takes a {}-wide latent; VarDiU's posterior q(z | x) needs z as wide                  as the data ({dim}): build the generator without extra latent inputs",
+                generator.latent_dim()
+            )));
+        }
         // The posterior must accept [batch, dim] latents and samples: probe it once.
         let probe = posterior.log_prob(
             Tensor::zeros([1, dim], device),
