@@ -239,6 +239,27 @@ impl<B: Backend> MlpDenoiser<B> {
         (self.output.forward(h.clone()), h)
     }
 
+    /// EDM's preconditioning around [`raw`](Self::raw):
+    /// `c_skip x + c_out F(c_in x; c_noise, y [; z_e])`, and the feature tap.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, dim]`, `sigma`: `[batch]`, `labels`: `[batch]`,
+    ///   `z_extra`: `[batch, latent_extra]`
+    /// - returns `(denoised [batch, dim], features [batch, hidden])`
+    fn preconditioned(
+        &self,
+        x: Tensor<B, 2>,
+        sigma: Tensor<B, 1>,
+        labels: Option<Tensor<B, 1, Int>>,
+        z_extra: Option<Tensor<B, 2>>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let (c_skip, c_out, c_in, c_noise) = edm_scalings_tensor(sigma, self.config.sigma_data);
+        let col = |t: Tensor<B, 1>| t.unsqueeze_dim::<2>(1); // [batch, 1]
+        let (f, features) = self.raw(x.clone() * col(c_in), c_noise, labels, z_extra);
+        let denoised = x * col(c_skip) + f * col(c_out); // [batch, dim]
+        (denoised, features)
+    }
+
     /// `D(x; σ, y)` and the feature tap.
     ///
     /// # Shapes
@@ -250,15 +271,11 @@ impl<B: Backend> MlpDenoiser<B> {
         sigma: Tensor<B, 1>,
         labels: Option<Tensor<B, 1, Int>>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let (c_skip, c_out, c_in, c_noise) = edm_scalings_tensor(sigma, self.config.sigma_data);
-        let col = |t: Tensor<B, 1>| t.unsqueeze_dim::<2>(1); // [batch, 1]
-        let (f, features) = self.raw(x.clone() * col(c_in), c_noise, labels, None);
-        let denoised = x * col(c_skip) + f * col(c_out); // [batch, dim]
-        (denoised, features)
+        self.preconditioned(x, sigma, labels, None)
     }
 
-    /// The one-step generator `G(z)` of the module docs (`Denoiser::generate` without extra
-    /// latent inputs).
+    /// The one-step generator `G(z)` of the module docs (this network's
+    /// `Denoiser::generate`); without extra latent inputs it is `D(σ_init z; σ_init)`.
     ///
     /// # Shapes
     /// - `z`: `[batch, dim + latent_extra]`, `labels`: `[batch]`; returns `[batch, dim]`
@@ -278,14 +295,10 @@ impl<B: Backend> MlpDenoiser<B> {
             dim + extra,
             "the generator's latent is {dim} + {extra} wide, z is {width}"
         );
-        let device = z.device();
-        let sigma = Tensor::<B, 1>::full([batch], sigma_init, &device);
-        let (c_skip, c_out, c_in, c_noise) = edm_scalings_tensor(sigma, self.config.sigma_data);
-        let col = |t: Tensor<B, 1>| t.unsqueeze_dim::<2>(1); // [batch, 1]
+        let sigma = Tensor::<B, 1>::full([batch], sigma_init, &z.device());
         let x = z.clone().narrow(1, 0, dim).mul_scalar(sigma_init); // [batch, dim]
         let z_extra = (extra > 0).then(|| z.narrow(1, dim, extra)); // [batch, extra]
-        let (f, _) = self.raw(x.clone() * col(c_in), c_noise, labels, z_extra);
-        x * col(c_skip) + f * col(c_out) // [batch, dim]
+        self.preconditioned(x, sigma, labels, z_extra).0
     }
 
     /// `D(x; σ, y)`.

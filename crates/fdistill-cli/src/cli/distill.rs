@@ -292,10 +292,7 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
         config.distill.driver.steps = steps;
     }
     config.distill = config.distill.clone().check().map_err(|e| usage(&e))?;
-    let net_extra = match &config.net {
-        TeacherNet::Mlp(c) => c.latent_extra,
-        TeacherNet::Unet(_) => 0,
-    };
+    let net_extra = config.net.latent_dim() - config.net.dim();
     if net_extra != config.distill.generator_latent_extra {
         return Err(CliError::Usage(format!(
             "{}: the generator network has {net_extra} extra latent inputs (net.latent_extra) but \

@@ -355,7 +355,7 @@ where
                 generator.latent_dim(),
                 config.generator_latent_extra,
                 config.generator_latent_extra,
-                generator.latent_dim() - dim.min(generator.latent_dim()),
+                generator.latent_dim().saturating_sub(dim),
             )));
         }
         let (head, fixed_ratio) = match (config.ratio, critic) {
