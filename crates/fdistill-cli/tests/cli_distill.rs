@@ -618,4 +618,56 @@ fn toy_preset_scales_with_the_teachers_sigma_data() {
     std::fs::write(&user, r#"{"sigma_init": 7.0}"#).unwrap();
     let d = &dry(&["--config", user.to_str().unwrap()])["distill"];
     assert_eq!(d["sigma_init"].as_f64(), Some(7.0));
+
+    // The preset's learning-rate schedule, and overrides of it: a cosine override merges
+    // field by field (the hold stays unless set), a `constant` one replaces it whole.
+    let schedule = |extra: &[&str]| dry(extra)["distill"]["lr_schedule"].clone();
+    assert_eq!(
+        schedule(&[]),
+        serde_json::json!({"type": "cosine", "final_fraction": 0.05, "hold_fraction": 0.75})
+    );
+    std::fs::write(
+        &user,
+        r#"{"lr_schedule": {"type": "cosine", "final_fraction": 0.1}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        schedule(&["--config", user.to_str().unwrap()]),
+        serde_json::json!({"type": "cosine", "final_fraction": 0.1, "hold_fraction": 0.75})
+    );
+
+    // Every committed 2-D study candidate is a valid override of this preset, and those
+    // recorded before the preset decayed pin the constant rate they ran with.
+    let configs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configs/fidelity2d");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.starts_with("teacher-") {
+            continue;
+        }
+        let d = &dry(&["--config", path.to_str().unwrap()])["distill"];
+        n += 1;
+        let s = &d["lr_schedule"];
+        if name.starts_with("cosine") {
+            assert_eq!(s["type"], "cosine", "{name}: {d}");
+            let hold = s
+                .get("hold_fraction")
+                .and_then(|h| h.as_f64())
+                .unwrap_or(0.0);
+            let want = if name == "cosine.json" {
+                0.0
+            } else {
+                name["cosine-hold-".len()..name.len() - ".json".len()]
+                    .parse::<f64>()
+                    .unwrap()
+            };
+            assert_eq!(hold, want, "{name}: {d}");
+        } else {
+            // Constant: omitted from the resolved config.
+            assert!(s.is_null(), "{name}: {d}");
+        }
+    }
+    assert!(n >= 10, "{n} candidate files in {}", configs.display());
 }

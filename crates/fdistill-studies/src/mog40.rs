@@ -56,7 +56,7 @@ use fdistill_nets::{
     MlpDiscriminatorConfig,
 };
 use fdistill_train::checkpoint::{RunDir, load_module, read_json, save_module, write_json};
-use fdistill_train::distill::config::{DsmWeighting, FeatureSource, NoiseDistribution};
+use fdistill_train::distill::config::{DsmWeighting, FeatureSource, LrSchedule, NoiseDistribution};
 use fdistill_train::distill::driver::{DriverState, latest_checkpoint};
 use fdistill_train::distill::vardiu::weight_words;
 use fdistill_train::distill::{
@@ -1261,6 +1261,7 @@ fn f_distill_structure(divergence: &str) -> DistillConfig {
         divergence: divergence.into(),
         noise: NoiseDistribution::karras_default(),
         lambda_gan: 1e-2,
+        lr_schedule: LrSchedule::Constant,
         ..DistillConfig::toy()
     }
 }

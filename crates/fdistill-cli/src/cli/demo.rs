@@ -32,10 +32,6 @@ use super::{CliError, progress};
 
 /// The divergences the demo compares: mode seeking, balanced, covering.
 pub const DEMO_DIVERGENCES: [&str; 3] = ["reverse-kl", "jensen-shannon", "forward-kl"];
-/// Student iterations of the demo: half the `toy` preset's 12 000, to keep the whole demo
-/// within about 5 minutes on 2 cores (`--steps` changes it; `docs/results.md`, "2-D
-/// fidelity", has the 12 000-iteration results).
-pub const DEMO_STEPS: usize = 6000;
 /// Samples per model for the metrics (and the batch of the speed measurement).
 const N_EVAL: usize = 2000;
 /// Heun NFE of the teacher's reference samples.
@@ -47,7 +43,8 @@ pub struct DemoArgs {
     /// Output directory (teacher/, students/NAME/, summary.json, summary.md, *.png).
     #[arg(long)]
     pub out: PathBuf,
-    /// Student iterations (default 6000: half the `toy` preset's 12 000, for the demo's time).
+    /// Student iterations (default: the `toy` preset's 12 000; the preset's learning-rate
+    /// schedule spans whatever length runs).
     #[arg(long)]
     pub steps: Option<usize>,
     /// Teacher steps (default: the teacher's default).
@@ -138,7 +135,11 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     }
 
     // 2. one student per divergence, concurrently on a CPU (see `student_threads`)
-    let steps = args.steps.unwrap_or(DEMO_STEPS);
+    // The preset's own length (12 000 iterations, about 4–5 minutes for the whole demo on 2
+    // cores): the demo shows what `fdistill distill` gives, not a shortened run.
+    let steps = args
+        .steps
+        .unwrap_or_else(|| fdistill::train::distill::DistillConfig::toy().driver.steps);
     let mut jobs = Vec::new();
     let mut train_s: Vec<Option<f64>> = vec![None; DEMO_DIVERGENCES.len()];
     for div in DEMO_DIVERGENCES {

@@ -1521,9 +1521,7 @@ mod tests {
         let n = 6;
         let phi = 0.25;
         let mut scheduled = learned_method(n, None);
-        scheduled.config.lr_schedule = LrSchedule::Cosine {
-            final_fraction: phi,
-        };
+        scheduled.config.lr_schedule = LrSchedule::cosine(phi);
         let mut by_hand = learned_method(n, None);
         let base = (
             by_hand.config.lr_generator,
@@ -1570,9 +1568,7 @@ mod tests {
     #[test]
     fn lr_schedule_factors_and_validation() {
         use super::super::config::LrSchedule;
-        let s = LrSchedule::Cosine {
-            final_fraction: 0.1,
-        };
+        let s = LrSchedule::cosine(0.1);
         assert_eq!(s.factor(1, 101), 1.0);
         assert!((s.factor(101, 101) - 0.1).abs() < 1e-15);
         assert!((s.factor(51, 101) - 0.55).abs() < 1e-12);
@@ -1581,27 +1577,96 @@ mod tests {
         assert_eq!(LrSchedule::Constant.factor(7, 10), 1.0);
         let e = DistillConfig {
             divergence: "test-jensen-shannon".into(),
-            lr_schedule: LrSchedule::Cosine {
-                final_fraction: 1.5,
-            },
+            lr_schedule: LrSchedule::cosine(1.5),
             ..DistillConfig::toy()
         }
         .check()
         .unwrap_err()
         .to_string();
         assert!(e.contains("final_fraction") && e.contains("1.5"), "{e}");
-        // Omitted when constant (old config files stay valid), read back when set.
+        // Omitted when constant (old config files stay valid), read back when set. Only
+        // `toy` decays; every preset built on it keeps the constant rate it was measured with.
+        for name in [
+            "toy-exact",
+            "cifar10",
+            "imagenet64",
+            "dmd2",
+            "dmd2-no-gan",
+            "diff-instruct",
+        ] {
+            let cfg = DistillConfig::preset(name).unwrap();
+            assert_eq!(cfg.lr_schedule, LrSchedule::Constant, "{name}");
+            let json = serde_json::to_string(&cfg).unwrap();
+            assert!(!json.contains("lr_schedule"), "{name}");
+        }
         let json = serde_json::to_string(&DistillConfig::toy()).unwrap();
-        assert!(!json.contains("lr_schedule"));
+        assert!(
+            json.contains(
+                "\"lr_schedule\":{\"type\":\"cosine\",\"final_fraction\":0.05,\"hold_fraction\":0.75}"
+            ),
+            "{json}"
+        );
+        let json = serde_json::to_string(&DistillConfig::cifar10()).unwrap();
         let cfg: DistillConfig = serde_json::from_str(&json.replace(
             "\"weight_decay\"",
             "\"lr_schedule\":{\"type\":\"cosine\",\"final_fraction\":0.2},\"weight_decay\"",
         ))
         .unwrap();
+        assert_eq!(cfg.lr_schedule, LrSchedule::cosine(0.2));
+        assert!(
+            !serde_json::to_string(&cfg)
+                .unwrap()
+                .contains("hold_fraction")
+        );
+    }
+
+    /// A held cosine: factor 1 through the hold, then the cosine of the remaining progress,
+    /// checked against the closed form at every iteration; bad holds are refused.
+    #[test]
+    fn held_cosine_is_flat_then_a_rescaled_cosine() {
+        use super::super::config::LrSchedule;
+        let (n, h, phi) = (101, 0.6, 0.05);
+        let s = LrSchedule::Cosine {
+            final_fraction: phi,
+            hold_fraction: h,
+        };
+        for i in 1..=n {
+            let p = (i - 1) as f64 / 100.0;
+            let want = if p <= h {
+                1.0
+            } else {
+                let q = (p - h) / (1.0 - h);
+                phi + (1.0 - phi) * 0.5 * (1.0 + (std::f64::consts::PI * q).cos())
+            };
+            assert!((s.factor(i, n) - want).abs() < 1e-12, "i = {i}");
+        }
+        assert_eq!(s.factor(61, n), 1.0);
+        assert!(s.factor(62, n) < 1.0);
+        assert!((s.factor(n, n) - phi).abs() < 1e-15);
+        // Midway through the decay (p = 0.8) the factor is halfway between 1 and φ.
+        assert!((s.factor(81, n) - (1.0 + phi) / 2.0).abs() < 1e-12);
+        for bad in [1.0, -0.1, f64::NAN] {
+            let e = DistillConfig {
+                divergence: "test-jensen-shannon".into(),
+                lr_schedule: LrSchedule::Cosine {
+                    final_fraction: phi,
+                    hold_fraction: bad,
+                },
+                ..DistillConfig::toy()
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("hold_fraction"), "{e}");
+        }
+        let cfg: LrSchedule =
+            serde_json::from_str(r#"{"type":"cosine","final_fraction":0.05,"hold_fraction":0.5}"#)
+                .unwrap();
         assert_eq!(
-            cfg.lr_schedule,
+            cfg,
             LrSchedule::Cosine {
-                final_fraction: 0.2
+                final_fraction: 0.05,
+                hold_fraction: 0.5
             }
         );
     }
@@ -1625,6 +1690,8 @@ mod tests {
                 sigma_init: SIGMA_INIT,
                 time_bins: Some(super::super::config::TimeBins { bins: 4, beta: 0.5 }),
                 lr_generator: 1e-2,
+                // The schedule test sets rates by hand against this constant-rate run.
+                lr_schedule: super::super::config::LrSchedule::Constant,
                 inject_nan_at_step: nan_at,
                 driver: super::super::DriverConfig {
                     steps,
