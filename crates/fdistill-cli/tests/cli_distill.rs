@@ -636,8 +636,17 @@ fn toy_preset_scales_with_the_teachers_sigma_data() {
         serde_json::json!({"type": "cosine", "final_fraction": 0.1, "hold_fraction": 0.75})
     );
 
-    // Every committed 2-D study candidate is a valid override of this preset, and those
-    // recorded before the preset decayed pin the constant rate they ran with.
+    // Every committed 2-D study candidate is a valid override of this preset; those
+    // recorded before the preset decayed pin the constant rate they ran with, and those
+    // screened on the held-cosine preset (docs/results.md, "Why the 2 % mode drops") keep
+    // the preset's schedule.
+    const ON_HELD_PRESET: [&str; 5] = [
+        "gan-0.1.json",
+        "noise-mean-minus-0.3.json",
+        "noise-mean-plus-0.1.json",
+        "noise-std-1.5.json",
+        "steps-24000.json",
+    ];
     let configs =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configs/fidelity2d");
     let mut n = 0;
@@ -664,10 +673,16 @@ fn toy_preset_scales_with_the_teachers_sigma_data() {
                     .unwrap()
             };
             assert_eq!(hold, want, "{name}: {d}");
+        } else if ON_HELD_PRESET.contains(&name.as_str()) {
+            assert_eq!(
+                *s,
+                serde_json::json!({"type": "cosine", "final_fraction": 0.05, "hold_fraction": 0.75}),
+                "{name}: {d}"
+            );
         } else {
             // Constant: omitted from the resolved config.
             assert!(s.is_null(), "{name}: {d}");
         }
     }
-    assert!(n >= 10, "{n} candidate files in {}", configs.display());
+    assert!(n >= 15, "{n} candidate files in {}", configs.display());
 }

@@ -79,6 +79,8 @@ fn tiny_study_writes_tables_and_reuses_its_runs() {
             "modes_covered",
             "modes_total",
             "mass_error",
+            "worst_mode_ratio",
+            "off_mode_mass",
             "mean_log_density",
             "mmd2_ratio_to_teacher",
             "log_density_gap_to_teacher"
@@ -105,7 +107,14 @@ fn tiny_study_writes_tables_and_reuses_its_runs() {
             assert!(x.is_finite(), "{row:?}");
         }
     }
-    assert_eq!(rows[0][11], "1", "the teacher's ratio to itself");
+    assert_eq!(rows[0][13], "1", "the teacher's ratio to itself");
+    for row in &rows {
+        // every mode covered exactly when the worst mode holds half its expected mass
+        let worst: f64 = row[10].parse().unwrap();
+        assert_eq!(row[7] == row[8], worst >= 0.5, "{row:?}");
+        let off: f64 = row[11].parse().unwrap();
+        assert!((0.0..=1.0).contains(&off), "{row:?}");
+    }
 
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("| toy |") && md.contains("| no-gan |"), "{md}");
@@ -121,6 +130,14 @@ fn tiny_study_writes_tables_and_reuses_its_runs() {
     assert_eq!(tc["teacher"]["seed"].as_u64(), Some(0));
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert_eq!(summary.lines().count(), 4, "{summary}");
+    let summary_header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    for key in ["worst_mode_ratio_mean", "off_mode_mass_std"] {
+        assert!(summary_header.contains(&key), "{summary}");
+    }
+    for line in summary.lines().skip(1) {
+        assert_eq!(line.split(',').count(), summary_header.len(), "{line}");
+    }
+    assert!(md.contains("| worst mode | off-mode |"), "{md}");
     for png in [
         "ring8-unbalanced-teacher.png",
         "ring8-unbalanced-toy-jensen-shannon.png",

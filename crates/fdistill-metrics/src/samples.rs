@@ -228,6 +228,26 @@ impl ModeReport {
             .map(|(m, e)| (m - e).abs())
             .sum()
     }
+
+    /// The worst-served mode's share of its expected mass, $\min_k m_k / e_k$: about 1 for
+    /// exact samples, 0 when a mode is dropped. A mode is covered when its ratio is at least
+    /// ½ ([`mode_report`]), so every mode is covered exactly when this is ≥ ½; unlike the
+    /// count it says how far a run is from covering (or from dropping) its lightest mode.
+    pub fn worst_mode_ratio(&self) -> f64 {
+        self.per_mode_mass
+            .iter()
+            .zip(&self.expected_mass)
+            .map(|(m, e)| m / e)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Off-mode mass $1 − \sum_k m_k$: the share of samples farther than 3 std from every
+    /// component — samples on bridges and streaks between modes, or outside them. For exact
+    /// samples of a mixture whose 3-std balls do not overlap it is $1 − P(‖z‖ ≤ 3)$
+    /// ($e^{-9/2} ≈ 0.011$ in 2-D).
+    pub fn off_mode_mass(&self) -> f64 {
+        1.0 - self.per_mode_mass.iter().sum::<f64>()
+    }
 }
 
 /// Which component a point belongs to: the one with the smallest standardised distance
@@ -450,6 +470,15 @@ mod tests {
         assert!(mass_within_3_std(4) < mass_within_3_std(3));
     }
 
+    /// The 2-D points of `x` whose component (from `sample_with_components`) is not `k`.
+    fn without_component(x: &[f64], comps: &[usize], k: usize) -> Vec<f64> {
+        x.chunks(2)
+            .zip(comps)
+            .filter(|(_, c)| **c != k)
+            .flat_map(|(p, _)| p.to_vec())
+            .collect()
+    }
+
     #[test]
     fn exact_samples_cover_all_modes_and_a_dropped_mode_is_detected() {
         let g = targets::ring8_unbalanced();
@@ -461,12 +490,7 @@ mod tests {
             assert!((o - e).abs() < 0.01, "{o} vs {e}");
         }
         // Drop mode 7 (weight 0.02): 7/8.
-        let kept: Vec<f64> = x
-            .chunks(2)
-            .zip(&comps)
-            .filter(|(_, c)| **c != 7)
-            .flat_map(|(p, _)| p.to_vec())
-            .collect();
+        let kept = without_component(&x, &comps, 7);
         let exact_error = mode_report(&g, &x).mass_error();
         assert!(exact_error < 0.02, "{exact_error}");
         let r = mode_report(&g, &kept);
@@ -488,6 +512,45 @@ mod tests {
         let lp = mean_log_density(&g, &x);
         let far: Vec<f64> = vec![0.0; 200];
         assert!(lp > mean_log_density(&g, &far) + 10.0, "{lp}");
+    }
+
+    #[test]
+    fn worst_mode_ratio_and_off_mode_mass_match_exact_and_constructed_samples() {
+        let g = targets::ring8_unbalanced();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let n = 40_000;
+        let (x, comps) = g.sample_with_components(n, &mut rng);
+        let r = mode_report(&g, &x);
+        // ring8's 3-std balls (radius 0.75) are 3.06 apart: off-mode mass is e^{-9/2}, to 4
+        // binomial standard errors
+        let p = 1.0 - mass_within_3_std(2);
+        let se = (p * (1.0 - p) / n as f64).sqrt();
+        assert!(
+            (r.off_mode_mass() - p).abs() < 4.0 * se,
+            "{} vs {p}",
+            r.off_mode_mass()
+        );
+        // the lightest mode (2 %, 800 samples) holds its share to within ~4 standard errors
+        let w = r.worst_mode_ratio();
+        assert!((0.85..=1.15).contains(&w), "{w}");
+        // a dropped mode: ratio 0, and the count agrees (covered ⇔ ratio ≥ ½)
+        let kept = without_component(&x, &comps, 7);
+        let r = mode_report(&g, &kept);
+        assert_eq!(r.worst_mode_ratio(), 0.0);
+        assert!(r.worst_mode_ratio() < 0.5 && r.modes_covered < r.modes_total);
+        // points midway between modes 0 and 1 are on no mode
+        let mid = [2.0 + 2.0 * 0.5f64.sqrt(), 2.0 * 0.5f64.sqrt()];
+        let bridge: Vec<f64> = (0..100).flat_map(|_| mid).collect();
+        assert_eq!(mode_report(&g, &bridge).off_mode_mass(), 1.0);
+        // a constructed report: ratios 0.6 and 0.4
+        let r = ModeReport {
+            modes_covered: 1,
+            modes_total: 2,
+            per_mode_mass: vec![0.3, 0.004],
+            expected_mass: vec![0.5, 0.01],
+        };
+        assert!((r.worst_mode_ratio() - 0.4).abs() < 1e-15);
+        assert!((r.off_mode_mass() - 0.696).abs() < 1e-15);
     }
 
     #[test]

@@ -562,6 +562,10 @@ struct Metrics {
     modes_total: Option<usize>,
     /// Σ_k |mass_k − expected_k| (mixtures only).
     mass_error: Option<f64>,
+    /// min_k mass_k / expected_k (mixtures only; every mode is covered when ≥ ½).
+    worst_mode_ratio: Option<f64>,
+    /// Share of samples more than 3 std from every mode (mixtures only).
+    off_mode_mass: Option<f64>,
     /// Mean log-density under the exact mixture (mixtures only).
     mean_log_density: Option<f64>,
 }
@@ -576,6 +580,8 @@ fn evaluate(data: &TrainingData, samples: &[f64], reference: &[f64]) -> Metrics 
         modes_covered: modes.as_ref().map(|m| m.modes_covered),
         modes_total: modes.as_ref().map(|m| m.modes_total),
         mass_error: modes.as_ref().map(|m| m.mass_error()),
+        worst_mode_ratio: modes.as_ref().map(|m| m.worst_mode_ratio()),
+        off_mode_mass: modes.as_ref().map(|m| m.off_mode_mass()),
         mean_log_density: mixture.map(|g| mean_log_density(g, samples)),
     }
 }
@@ -637,14 +643,15 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 /// The header of runs.csv.
 const RUNS_HEADER: &str = "target,candidate,divergence,seed,nfe,mmd2,energy,modes_covered,\
-modes_total,mass_error,mean_log_density,mmd2_ratio_to_teacher,log_density_gap_to_teacher";
+modes_total,mass_error,worst_mode_ratio,off_mode_mass,mean_log_density,mmd2_ratio_to_teacher,\
+log_density_gap_to_teacher";
 
 fn runs_csv(rows: &[Row]) -> String {
     let mut csv = format!("{RUNS_HEADER}\n");
     for r in rows {
         let m = &r.metrics;
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.target,
             r.candidate,
             r.divergence,
@@ -655,6 +662,8 @@ fn runs_csv(rows: &[Row]) -> String {
             opt(m.modes_covered),
             opt(m.modes_total),
             opt(m.mass_error),
+            opt(m.worst_mode_ratio),
+            opt(m.off_mode_mass),
             opt(m.mean_log_density),
             r.mmd2_ratio,
             opt(r.log_density_gap)
@@ -705,6 +714,8 @@ struct SummaryRow {
     /// Seeds whose samples cover every mode.
     all_modes: Option<usize>,
     mass_error: Option<Stat>,
+    worst_mode_ratio: Option<Stat>,
+    off_mode_mass: Option<Stat>,
     mean_log_density: Option<Stat>,
     log_density_gap: Option<Stat>,
 }
@@ -746,6 +757,8 @@ fn summarise(plan: &Plan, rows: &[Row]) -> Vec<SummaryRow> {
                         .count()
                 }),
                 mass_error: Stat::of_all(g.iter().map(|r| r.metrics.mass_error)),
+                worst_mode_ratio: Stat::of_all(g.iter().map(|r| r.metrics.worst_mode_ratio)),
+                off_mode_mass: Stat::of_all(g.iter().map(|r| r.metrics.off_mode_mass)),
                 mean_log_density: Stat::of_all(g.iter().map(|r| r.metrics.mean_log_density)),
                 log_density_gap: Stat::of_all(g.iter().map(|r| r.log_density_gap)),
                 target,
@@ -761,6 +774,7 @@ fn summary_csv(rows: &[SummaryRow]) -> String {
         "target,candidate,divergence,nfe,seeds,mmd2_mean,mmd2_std,energy_mean,energy_std,\
          mmd2_ratio_to_teacher_mean,mmd2_ratio_to_teacher_std,modes_covered_mean,\
          modes_covered_std,modes_total,seeds_all_modes,mass_error_mean,mass_error_std,\
+         worst_mode_ratio_mean,worst_mode_ratio_std,off_mode_mass_mean,off_mode_mass_std,\
          mean_log_density_mean,mean_log_density_std,log_density_gap_mean,log_density_gap_std\n",
     );
     let pair = |s: Option<Stat>| match s {
@@ -769,7 +783,7 @@ fn summary_csv(rows: &[SummaryRow]) -> String {
     };
     for r in rows {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.target,
             r.candidate,
             r.divergence,
@@ -782,6 +796,8 @@ fn summary_csv(rows: &[SummaryRow]) -> String {
             opt(r.modes_total),
             opt(r.all_modes),
             pair(r.mass_error),
+            pair(r.worst_mode_ratio),
+            pair(r.off_mode_mass),
             pair(r.mean_log_density),
             pair(r.log_density_gap),
         ));
@@ -819,7 +835,9 @@ fn summary_md(plan: &Plan, rows: &[SummaryRow], n: usize, nets: &str) -> String 
          bandwidths 0.25–4. MMD²/teacher: the ratio to the teacher of the same target and \
          seed, averaged over seeds. Modes: covered when holding at least half their expected \
          mass; \"all modes\" counts the seeds that cover every mode. Mass error: Σ_k \
-         |mass_k − expected_k|. Log-density gap: the teacher's mean log-density minus the \
+         |mass_k − expected_k|. Worst mode: min_k mass_k / expected_k (every mode is covered \
+         when ≥ 0.5). Off-mode: the share of samples more than 3 std from every mode (exact \
+         samples: 0.011 in 2-D). Log-density gap: the teacher's mean log-density minus the \
          model's (same target and seed; positive is worse). Mode metrics and log-densities are \
          for Gaussian-mixture targets only.\n",
         nets,
@@ -841,8 +859,8 @@ fn summary_md(plan: &Plan, rows: &[SummaryRow], n: usize, nets: &str) -> String 
     for (target, _) in &plan.targets {
         md.push_str(&format!(
             "\n## {target}\n\n\
-             | model | candidate | divergence | NFE | MMD² | MMD²/teacher | energy | modes | all modes | mass error | mean log-density | log-density gap |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|\n"
+             | model | candidate | divergence | NFE | MMD² | MMD²/teacher | energy | modes | all modes | mass error | worst mode | off-mode | mean log-density | log-density gap |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
         for r in rows.iter().filter(|r| &r.target == target) {
             let teacher = r.candidate == TEACHER;
@@ -851,7 +869,7 @@ fn summary_md(plan: &Plan, rows: &[SummaryRow], n: usize, nets: &str) -> String 
                 _ => "–".into(),
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 if teacher { "teacher (Heun)" } else { "student" },
                 if teacher { "–" } else { &r.candidate },
                 if teacher { "–" } else { &r.divergence },
@@ -863,6 +881,8 @@ fn summary_md(plan: &Plan, rows: &[SummaryRow], n: usize, nets: &str) -> String 
                 r.all_modes
                     .map_or("–".into(), |a| format!("{a}/{}", r.seeds)),
                 pm(r.mass_error, 3),
+                pm(r.worst_mode_ratio, 2),
+                pm(r.off_mode_mass, 3),
                 pm(r.mean_log_density, 3),
                 pm(r.log_density_gap, 3),
             ));
