@@ -251,12 +251,32 @@ fn train_sample_eval_end_to_end() {
             "--sampler",
             "euler",
             "--nfe",
-            "1",
+            "0",
             "--out",
             s,
         ]),
-        "use ≥ 2",
+        "use ≥ 1",
     );
+    // One Euler evaluation is allowed: the teacher's one-step prediction D(σ_max z).
+    let one = fdistill(&[
+        "sample",
+        "--checkpoint",
+        r,
+        "--n",
+        "5",
+        "--sampler",
+        "euler",
+        "--nfe",
+        "1",
+        "--out",
+        s,
+    ]);
+    assert!(
+        one.status.success(),
+        "euler --nfe 1 failed: {}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    assert!(String::from_utf8_lossy(&one.stderr).contains("Euler, 1 NFE"));
     // A checkpoint whose config names a different data dimension.
     let cfg_path = run.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).unwrap();

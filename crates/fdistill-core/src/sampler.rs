@@ -24,7 +24,7 @@ impl SamplerKind {
     pub fn steps_for_nfe(self, nfe: usize) -> Option<usize> {
         match self {
             SamplerKind::Heun if nfe >= 3 && nfe % 2 == 1 => Some(nfe.div_ceil(2)),
-            SamplerKind::Euler if nfe >= 2 => Some(nfe),
+            SamplerKind::Euler if nfe >= 1 => Some(nfe),
             _ => None,
         }
     }
@@ -134,6 +134,42 @@ mod tests {
         assert_eq!(SamplerKind::Heun.steps_for_nfe(34), None);
         assert_eq!(SamplerKind::Heun.steps_for_nfe(1), None);
         assert_eq!(SamplerKind::Euler.steps_for_nfe(10), Some(10));
-        assert_eq!(SamplerKind::Euler.steps_for_nfe(1), None);
+        assert_eq!(SamplerKind::Euler.steps_for_nfe(1), Some(1));
+        assert_eq!(SamplerKind::Euler.steps_for_nfe(0), None);
+    }
+
+    /// One Euler step on the one-level grid is the denoiser's prediction `D(σ_max z; σ_max)`,
+    /// computed here independently by calling the (exact, analytic) denoiser directly.
+    #[test]
+    fn one_euler_step_is_the_one_step_denoising() {
+        use crate::exact::AnalyticTeacher;
+        use crate::schedule::sampling_sigmas;
+        use crate::targets::ring8_unbalanced;
+        use burn::backend::Flex;
+        use burn::tensor::{Distribution, TensorData};
+        type B = Flex;
+        let device = Default::default();
+        let teacher = AnalyticTeacher::new(ring8_unbalanced());
+        let sigma_max = 80.0;
+        let z = Tensor::<B, 2>::random([64, 2], Distribution::Normal(0.0, 1.0), &device);
+        let grid = sampling_sigmas(1, 0.002, sigma_max, 7.0).unwrap();
+        let got = euler_sample(&teacher, z.clone(), &grid, None);
+        let want = teacher.denoise(
+            z.mul_scalar(sigma_max),
+            Tensor::<B, 1>::full([64], sigma_max, &device),
+            None,
+        );
+        let (got, want): (TensorData, TensorData) = (got.into_data(), want.into_data());
+        got.assert_approx_eq::<f32>(&want, burn::tensor::Tolerance::absolute(1e-4));
+        // and it is not the latent itself: the step moved the sample to the data's scale
+        let max = got
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max < 10.0,
+            "one-step sample should lie near the data, max |x| = {max}"
+        );
     }
 }

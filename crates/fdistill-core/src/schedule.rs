@@ -77,6 +77,29 @@ pub fn karras_sigmas(
     Ok(sigmas)
 }
 
+/// The grid a sampler with `n` noise levels runs on: [`karras_sigmas`] for `n ≥ 2`, and for
+/// `n = 1` the single level σ_max followed by 0,
+///
+/// $$ (\sigma_0, \sigma_1) = (\sigma_{\max}, 0), $$
+///
+/// on which one Euler step returns the denoiser's one-step prediction
+/// `x_1 = σ_max z + (0 − σ_max)(σ_max z − D(σ_max z; σ_max))/σ_max = D(σ_max z; σ_max)`: the
+/// teacher's own one-evaluation sample, the contrast a one-step student is measured against.
+/// (Eq. 5 of Karras et al. has no `N = 1` case: its `i/(N − 1)` is undefined there.)
+pub fn sampling_sigmas(
+    n: usize,
+    sigma_min: f64,
+    sigma_max: f64,
+    rho: f64,
+) -> Result<Vec<f64>, ScheduleError> {
+    if n == 1 {
+        // validate the levels as the general case does
+        karras_sigmas(2, sigma_min, sigma_max, rho)?;
+        return Ok(vec![sigma_max, 0.0]);
+    }
+    karras_sigmas(n, sigma_min, sigma_max, rho)
+}
+
 /// One draw from EDM's training noise distribution, `ln σ ~ N(P_mean, P_std²)`:
 ///
 /// $$ \sigma = \exp(P_\text{mean} + P_\text{std}\\, \xi), \quad \xi \sim \mathcal N(0, 1). $$
@@ -120,6 +143,23 @@ mod tests {
         for (x, y) in lin.iter().zip([5.0, 4.0, 3.0, 2.0, 1.0, 0.0]) {
             assert!((x - y).abs() < 1e-12, "{lin:?}");
         }
+    }
+
+    #[test]
+    fn one_level_grid_is_sigma_max_then_zero() {
+        assert_eq!(sampling_sigmas(1, 0.002, 80.0, 7.0), Ok(vec![80.0, 0.0]));
+        assert_eq!(
+            sampling_sigmas(18, 0.002, 80.0, 7.0),
+            karras_sigmas(18, 0.002, 80.0, 7.0)
+        );
+        assert_eq!(
+            sampling_sigmas(0, 0.002, 80.0, 7.0),
+            Err(ScheduleError::TooFewSteps(0))
+        );
+        assert!(matches!(
+            sampling_sigmas(1, 1.0, 0.5, 7.0),
+            Err(ScheduleError::BadSigmas { .. })
+        ));
     }
 
     #[test]

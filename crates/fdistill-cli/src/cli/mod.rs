@@ -12,6 +12,7 @@ mod eval;
 mod export;
 mod interrupt;
 mod parallel;
+mod plot;
 mod progress;
 mod run_guard;
 mod sample;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Write a student's EMA generator or a teacher with EDM's parameter names, for PyTorch
     /// (EDMPrecond.load_state_dict).
     Export(export::ExportArgs),
+    /// A line chart (PNG) of one CSV column against another, one line per value of a
+    /// grouping column.
+    Plot(plot::PlotArgs),
 }
 
 /// A command-line failure: bad input (exit code 2), a failure while running (exit code 1),
@@ -122,5 +126,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Study(cmd) => study::run(cmd),
         Command::Classifier(args) => classifier::run(args),
         Command::Export(args) => export::run(args),
+        Command::Plot(args) => plot::run(args),
     }
 }

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use fdistill::backends::{BackendTask, DeviceSpec, dispatch};
 use fdistill::core::Denoiser;
 use fdistill::core::sampler::{SamplerKind, sample};
-use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, karras_sigmas};
+use fdistill::core::schedule::{RHO, SIGMA_MAX, SIGMA_MIN, sampling_sigmas};
 use fdistill::core::targets::gmm_target;
 use fdistill::data::images::save_image_grid;
 use fdistill::data::{DataSource, TrainingData, save_file, write_csv};
@@ -43,7 +43,7 @@ pub struct SampleArgs {
     /// Number of samples.
     #[arg(long)]
     pub n: usize,
-    /// Denoiser evaluations: Heun uses 2N − 1 for N noise levels (odd, ≥ 3), Euler N (≥ 2).
+    /// Denoiser evaluations: Heun uses 2N − 1 for N noise levels (odd, ≥ 3), Euler N (≥ 1; 1 is the teacher's one-step prediction D(σ_max z)).
     #[arg(long, default_value_t = 35)]
     pub nfe: usize,
     /// ODE solver.
@@ -216,11 +216,11 @@ pub fn run(args: SampleArgs) -> Result<(), CliError> {
                 "--nfe {} is impossible for Heun (NFE = 2N − 1 with N ≥ 2 noise levels): use an odd number ≥ 3, e.g. 35",
                 args.nfe
             ),
-            SamplerKind::Euler => format!("--nfe {} is too small for Euler: use ≥ 2", args.nfe),
+            SamplerKind::Euler => format!("--nfe {} is too small for Euler: use ≥ 1", args.nfe),
         })
     })?;
     let sigmas =
-        karras_sigmas(steps, args.sigma_min, args.sigma_max, args.rho).map_err(|e| usage(&e))?;
+        sampling_sigmas(steps, args.sigma_min, args.sigma_max, args.rho).map_err(|e| usage(&e))?;
     let (run, config) = read_run_config(&args.checkpoint)?;
     let image_shape = config.net.image_shape();
     check_grid_arg(&args, image_shape)?;

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The 16×16 Fashion-MNIST image study of docs/results.md ("Images: Fashion-MNIST"), on the CPU.
+# Every stage resumes: a finished chunk or evaluation is skipped, an interrupted run continues
+# from its checkpoint (`--resume` is exact).
+#
+#   tools/image_study16.sh DIR classifier            metric network (6 epochs)
+#   tools/image_study16.sh DIR teacher [END]         teacher in chunks of 1000 steps to END
+#                                                    (default 8000), a snapshot after each
+#   tools/image_study16.sh DIR teacher-curve         1,000 samples (Heun, 35 NFE) per snapshot
+#   tools/image_study16.sh DIR nfe [N]               final teacher, N samples (default 5000)
+#                                                    at Euler 1, 2, 4, 8, 16, 32 and Heun 3, 5,
+#                                                    9, 17, 35 NFE
+#   tools/image_study16.sh DIR student D S [END] [CHUNK]
+#                                                    student of divergence D, seed S, in chunks
+#                                                    of CHUNK (1500) iterations to END (6000),
+#                                                    1,000 samples evaluated after each chunk
+#   tools/image_study16.sh DIR final D S [N]         N (5000) samples of the finished student
+#   tools/image_study16.sh DIR tables                CSVs and PNG charts of all of the above
+#
+# Environment: FDISTILL (the binary; default target/release/fdistill), THREADS (1).
+# Metrics are in the classifier's 64-d feature space against as many test images as samples
+# (`fdistill eval --images`), with the real-vs-real floor.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+F=$(realpath "${FDISTILL:-$repo/target/release/fdistill}")
+T=${THREADS:-1}
+dir=$1; stage=$2; shift 2
+mkdir -p "$dir" && cd "$dir"
+mkdir -p snaps samples results cfg
+
+evaluate() { # samples.npy result.json
+  "$F" eval --images "$1" --classifier clf16 --json --threads "$T" > "$2.tmp" && mv "$2.tmp" "$2"
+}
+
+case $stage in
+  classifier)
+    [ -f clf16/result.json ] || "$F" classifier train --data fashion-mnist@16 --out clf16 \
+      --epochs 6 --batch-size 128 --lr 3e-3 --widths 16,32,64 --threads "$T" --overwrite ;;
+  teacher)
+    for n in $(seq 1000 1000 "${1:-8000}"); do
+      [ -d "snaps/step-$n" ] && continue
+      if [ -f t16/checkpoint/state.json ]; then
+        "$F" teacher train --out t16 --resume --steps "$n" --threads "$T"
+      else
+        "$F" teacher train --data fashion-mnist@16 --net unet --out t16 --steps "$n" \
+          --config "$repo/docs/configs/fashion-mnist-16-cpu.json" --threads "$T"
+      fi
+      mkdir -p "snaps/step-$n" && cp t16/config.json "snaps/step-$n/" && cp -r t16/checkpoint "snaps/step-$n/"
+    done ;;
+  teacher-curve)
+    for d in snaps/step-*; do
+      n=${d#snaps/step-}; r=results/teacher-step-$n-heun35.json
+      [ -f "$r" ] && continue
+      "$F" sample --checkpoint "$d" --n 1000 --nfe 35 --seed 0 \
+        --out "samples/teacher-step-$n-heun35.npy" --threads "$T"
+      evaluate "samples/teacher-step-$n-heun35.npy" "$r"
+    done ;;
+  nfe)
+    n=${1:-5000}
+    for spec in euler:1 euler:2 euler:4 euler:8 euler:16 euler:32 heun:3 heun:5 heun:9 heun:17 heun:35; do
+      s=${spec%:*}; k=${spec#*:}; r=results/teacher-$s$k-n$n.json
+      [ -f "$r" ] && continue
+      "$F" sample --checkpoint t16 --n "$n" --sampler "$s" --nfe "$k" --seed 0 \
+        --out "samples/teacher-$s$k-n$n.npy" --threads "$T"
+      evaluate "samples/teacher-$s$k-n$n.npy" "$r"
+    done ;;
+  student)
+    D=$1; S=$2; END=${3:-6000}; CHUNK=${4:-1500}; out=st/$D-s$S
+    sed "s/\"seed\": 0/\"seed\": $S/" "$repo/docs/configs/fashion-mnist-16-distill-cpu.json" \
+      > "cfg/distill-seed$S.json"
+    for n in $(seq "$CHUNK" "$CHUNK" "$END"); do
+      r=results/$D-s$S-it$n.json
+      [ -f "$r" ] && continue
+      if [ -f "$out/checkpoint/fdistill.json" ]; then
+        "$F" distill --out "$out" --resume --steps "$n" --threads "$T"
+      else
+        "$F" distill --teacher t16 --divergence "$D" --preset cifar10 \
+          --config "cfg/distill-seed$S.json" --out "$out" --steps "$n" --threads "$T"
+      fi
+      "$F" sample --checkpoint "$out" --n 1000 --seed 0 --out "samples/$D-s$S-it$n.npy" --threads "$T"
+      evaluate "samples/$D-s$S-it$n.npy" "$r"
+    done ;;
+  final)
+    D=$1; S=$2; n=${3:-5000}; r=results/$D-s$S-final-n$n.json
+    [ -f "$r" ] || { "$F" sample --checkpoint "st/$D-s$S" --n "$n" --seed 0 \
+      --out "samples/$D-s$S-final-n$n.npy" --threads "$T"
+      evaluate "samples/$D-s$S-final-n$n.npy" "$r"; } ;;
+  tables)
+    keys="frechet_distance kid precision recall density coverage class_kl_to_uniform"
+    metrics() { for k in $keys; do grep -m1 "\"$k\"" "$1" | sed 's/.*: *//; s/,$//'; done | paste -sd, -; }
+    floor() { grep -A2 '"floor"' "$1" | grep -m1 frechet_distance | sed 's/.*: *//; s/,$//'; }
+    h=$(echo "$keys" | tr ' ' ',')
+    { echo "step,$h,floor_fd"
+      for r in results/teacher-step-*-heun35.json; do
+        [ -f "$r" ] || continue
+        n=${r#results/teacher-step-}; n=${n%-heun35.json}
+        echo "$n,$(metrics "$r"),$(floor "$r")"
+      done | sort -t, -k1,1n; } > teacher_curve.csv
+    { echo "sampler,nfe,samples,$h,floor_fd"
+      for r in results/teacher-*-n*.json; do
+        [ -f "$r" ] || continue
+        b=${r#results/teacher-}; b=${b%.json}; n=${b##*-n}; b=${b%-n*}
+        echo "${b%%[0-9]*},${b##*[a-z]},$n,$(metrics "$r"),$(floor "$r")"
+      done | sort -t, -k1,1 -k2,2n; } > teacher_nfe.csv
+    { echo "student,divergence,seed,iterations,generator_updates,$h,floor_fd"
+      for r in results/*-s*-it*.json; do
+        [ -f "$r" ] || continue
+        b=${r#results/}; b=${b%.json}; it=${b##*-it}; b=${b%-it*}; s=${b##*-s}; d=${b%-s*}
+        echo "$d-s$s,$d,$s,$it,$((it / 3)),$(metrics "$r"),$(floor "$r")"
+      done | sort -t, -k1,1 -k4,4n; } > student_curve.csv
+    { echo "model,divergence,seed,samples,$h,floor_fd"
+      for r in results/*-s*-final-n*.json; do
+        [ -f "$r" ] || continue
+        b=${r#results/}; b=${b%.json}; n=${b##*-n}; b=${b%-final-n*}; s=${b##*-s}; d=${b%-s*}
+        echo "$d-s$s,$d,$s,$n,$(metrics "$r"),$(floor "$r")"
+      done | sort; } > final.csv
+    [ "$(wc -l < teacher_curve.csv)" -gt 1 ] && "$F" plot --csv teacher_curve.csv --x step \
+      --y frechet_distance --title "teacher: Fréchet distance (1,000 samples, Heun 35 NFE)" \
+      --out teacher_curve.png
+    [ "$(wc -l < teacher_nfe.csv)" -gt 1 ] && "$F" plot --csv teacher_nfe.csv --x nfe \
+      --y frechet_distance --series sampler --log-y \
+      --title "teacher: Fréchet distance against NFE" --out teacher_nfe.png
+    [ "$(wc -l < student_curve.csv)" -gt 1 ] && "$F" plot --csv student_curve.csv \
+      --x iterations --y frechet_distance --series student --log-y \
+      --title "one-step students: Fréchet distance (1,000 samples)" --out student_curve.png
+    true ;;
+  *) echo "unknown stage $stage (see the header of $0)" >&2; exit 2 ;;
+esac
