@@ -7,14 +7,16 @@
 #   tools/image_study16.sh DIR teacher [END]         teacher in chunks of 1000 steps to END
 #                                                    (default 8000), a snapshot after each
 #   tools/image_study16.sh DIR teacher-curve         1,000 samples (Heun, 35 NFE) per snapshot
-#   tools/image_study16.sh DIR nfe [N]               final teacher, N samples (default 5000)
-#                                                    at Euler 1, 2, 4, 8, 16, 32 and Heun 3, 5,
-#                                                    9, 17, 35 NFE
+#   tools/image_study16.sh DIR nfe [N] [SPECS]       final teacher, N samples (default 1000)
+#                                                    at each SAMPLER:NFE of SPECS (default Euler
+#                                                    1, 2, 4, 8, 16, 32 and Heun 3, 5, 9, 17, 35)
 #   tools/image_study16.sh DIR student D S [END] [CHUNK]
 #                                                    student of divergence D, seed S, in chunks
 #                                                    of CHUNK (1500) iterations to END (6000),
-#                                                    1,000 samples evaluated after each chunk
-#   tools/image_study16.sh DIR final D S [N]         N (5000) samples of the finished student
+#                                                    1,000 and 5,000 samples evaluated after
+#                                                    each chunk
+#   tools/image_study16.sh DIR final D S [N]         N (5000) samples of the student as it is
+#                                                    (its iteration count in the file name)
 #   tools/image_study16.sh DIR tables                CSVs and PNG charts of all of the above
 #
 # Environment: FDISTILL (the binary; default target/release/fdistill), THREADS (1).
@@ -24,7 +26,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 F=$(realpath "${FDISTILL:-$repo/target/release/fdistill}")
 T=${THREADS:-1}
-dir=$1; stage=$2; shift 2
+self=$(realpath "$0"); dir=$(realpath -m "$1"); stage=$2; shift 2
 mkdir -p "$dir" && cd "$dir"
 mkdir -p snaps samples results cfg
 
@@ -56,8 +58,8 @@ case $stage in
       evaluate "samples/teacher-step-$n-heun35.npy" "$r"
     done ;;
   nfe)
-    n=${1:-5000}
-    for spec in euler:1 euler:2 euler:4 euler:8 euler:16 euler:32 heun:3 heun:5 heun:9 heun:17 heun:35; do
+    n=${1:-1000}
+    for spec in ${2:-euler:1 euler:2 euler:4 euler:8 euler:16 euler:32 heun:3 heun:5 heun:9 heun:17 heun:35}; do
       s=${spec%:*}; k=${spec#*:}; r=results/teacher-$s$k-n$n.json
       [ -f "$r" ] && continue
       "$F" sample --checkpoint t16 --n "$n" --sampler "$s" --nfe "$k" --seed 0 \
@@ -79,12 +81,15 @@ case $stage in
       fi
       "$F" sample --checkpoint "$out" --n 1000 --seed 0 --out "samples/$D-s$S-it$n.npy" --threads "$T"
       evaluate "samples/$D-s$S-it$n.npy" "$r"
+      "$self" "$dir" final "$D" "$S" 5000
     done ;;
   final)
-    D=$1; S=$2; n=${3:-5000}; r=results/$D-s$S-final-n$n.json
+    D=$1; S=$2; n=${3:-5000}
+    it=$(grep -m1 '"step"' "st/$D-s$S/checkpoint/driver.json" | grep -o '[0-9]*')
+    r=results/$D-s$S-final-it$it-n$n.json
     [ -f "$r" ] || { "$F" sample --checkpoint "st/$D-s$S" --n "$n" --seed 0 \
-      --out "samples/$D-s$S-final-n$n.npy" --threads "$T"
-      evaluate "samples/$D-s$S-final-n$n.npy" "$r"; } ;;
+      --out "samples/$D-s$S-final-it$it-n$n.npy" --threads "$T"
+      evaluate "samples/$D-s$S-final-it$it-n$n.npy" "$r"; } ;;
   tables)
     keys="frechet_distance kid precision recall density coverage class_kl_to_uniform"
     metrics() { for k in $keys; do grep -m1 "\"$k\"" "$1" | sed 's/.*: *//; s/,$//'; done | paste -sd, -; }
@@ -96,33 +101,48 @@ case $stage in
         n=${r#results/teacher-step-}; n=${n%-heun35.json}
         echo "$n,$(metrics "$r"),$(floor "$r")"
       done | sort -t, -k1,1n; } > teacher_curve.csv
-    { echo "sampler,nfe,samples,$h,floor_fd"
+    { echo "sampler,nfe,samples,$h,floor_fd,curve"
       for r in results/teacher-*-n*.json; do
         [ -f "$r" ] || continue
         b=${r#results/teacher-}; b=${b%.json}; n=${b##*-n}; b=${b%-n*}
-        echo "${b%%[0-9]*},${b##*[a-z]},$n,$(metrics "$r"),$(floor "$r")"
+        echo "${b%%[0-9]*},${b##*[a-z]},$n,$(metrics "$r"),$(floor "$r"),${b%%[0-9]*} ($n samples)"
       done | sort -t, -k1,1 -k2,2n; } > teacher_nfe.csv
     { echo "student,divergence,seed,iterations,generator_updates,$h,floor_fd"
       for r in results/*-s*-it*.json; do
         [ -f "$r" ] || continue
+        case $r in *-final-*) continue ;; esac
         b=${r#results/}; b=${b%.json}; it=${b##*-it}; b=${b%-it*}; s=${b##*-s}; d=${b%-s*}
         echo "$d-s$s,$d,$s,$it,$((it / 3)),$(metrics "$r"),$(floor "$r")"
       done | sort -t, -k1,1 -k4,4n; } > student_curve.csv
-    { echo "model,divergence,seed,samples,$h,floor_fd"
-      for r in results/*-s*-final-n*.json; do
+    { echo "model,divergence,seed,iterations,samples,$h,floor_fd"
+      for r in results/*-s*-final-it*-n*.json; do
         [ -f "$r" ] || continue
-        b=${r#results/}; b=${b%.json}; n=${b##*-n}; b=${b%-final-n*}; s=${b##*-s}; d=${b%-s*}
-        echo "$d-s$s,$d,$s,$n,$(metrics "$r"),$(floor "$r")"
+        b=${r#results/}; b=${b%.json}; n=${b##*-n}; b=${b%-n*}; it=${b##*-final-it}
+        b=${b%-final-it*}; s=${b##*-s}; d=${b%-s*}
+        echo "$d-s$s,$d,$s,$it,$n,$(metrics "$r"),$(floor "$r")"
       done | sort; } > final.csv
     [ "$(wc -l < teacher_curve.csv)" -gt 1 ] && "$F" plot --csv teacher_curve.csv --x step \
       --y frechet_distance --title "teacher: Fréchet distance (1,000 samples, Heun 35 NFE)" \
       --out teacher_curve.png
-    [ "$(wc -l < teacher_nfe.csv)" -gt 1 ] && "$F" plot --csv teacher_nfe.csv --x nfe \
+    awk -F, 'NR == 1 || $3 == 1000' teacher_nfe.csv > teacher_nfe_n1000.csv
+    [ "$(wc -l < teacher_nfe_n1000.csv)" -gt 1 ] && "$F" plot --csv teacher_nfe_n1000.csv --x nfe \
       --y frechet_distance --series sampler --log-y \
-      --title "teacher: Fréchet distance against NFE" --out teacher_nfe.png
+      --title "teacher: Fréchet distance against NFE (1,000 samples)" --out teacher_nfe.png
+    if [ "$(wc -l < final.csv)" -gt 1 ] && [ -f results/teacher-heun35-n5000.json ]; then
+      fd=$(metrics results/teacher-heun35-n5000.json | cut -d, -f1)
+      { echo "model,iterations,frechet_distance"
+        tail -n +2 final.csv | awk -F, '$5 == 5000 {print $1 "," $4 "," $6}'
+        lo=$(tail -n +2 final.csv | cut -d, -f4 | sort -n | head -1)
+        hi=$(tail -n +2 final.csv | cut -d, -f4 | sort -n | tail -1)
+        echo "teacher (Heun 35 NFE),$lo,$fd"; echo "teacher (Heun 35 NFE),$hi,$fd"
+      } > student_curve_n5000.csv
+      "$F" plot --csv student_curve_n5000.csv --x iterations --y frechet_distance \
+        --series model --log-y --title "one-step students: Fréchet distance (5,000 samples)" \
+        --out student_curve_n5000.png
+    fi
     [ "$(wc -l < student_curve.csv)" -gt 1 ] && "$F" plot --csv student_curve.csv \
       --x iterations --y frechet_distance --series student --log-y \
       --title "one-step students: Fréchet distance (1,000 samples)" --out student_curve.png
     true ;;
-  *) echo "unknown stage $stage (see the header of $0)" >&2; exit 2 ;;
+  *) echo "unknown stage $stage (see the header of $self)" >&2; exit 2 ;;
 esac
