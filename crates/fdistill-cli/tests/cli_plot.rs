@@ -22,20 +22,22 @@ fn plot_draws_one_line_per_series_and_refuses_bad_columns() {
     .unwrap();
     let png = dir.path().join("fd.png");
     let (c, p) = (csv.to_str().unwrap(), png.to_str().unwrap());
-    let out = fdistill(&[
-        "plot",
-        "--csv",
-        c,
-        "--x",
-        "iterations",
-        "--y",
-        "frechet_distance",
-        "--series",
-        "student",
-        "--log-y",
-        "--out",
-        p,
-    ]);
+    let plot = |y: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plot",
+            "--csv",
+            c,
+            "--x",
+            "iterations",
+            "--y",
+            y,
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        fdistill(&args)
+    };
+    let out = plot("frechet_distance", p, &["--series", "student", "--log-y"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2 lines"), "{stderr}");
@@ -43,30 +45,12 @@ fn plot_draws_one_line_per_series_and_refuses_bad_columns() {
     // something other than white was drawn
     assert!(img.pixels().filter(|px| px.0 != [255, 255, 255]).count() > 1000);
 
-    let bad = fdistill(&[
-        "plot",
-        "--csv",
-        c,
-        "--x",
-        "iterations",
-        "--y",
-        "fid",
-        "--out",
-        p,
-    ]);
+    let bad = plot("fid", p, &[]);
     assert_eq!(bad.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("no column `fid`"), "{stderr}");
-    let bad = fdistill(&[
-        "plot",
-        "--csv",
-        c,
-        "--x",
-        "iterations",
-        "--y",
-        "frechet_distance",
-        "--out",
-        "fd.svg",
-    ]);
+    let bad = plot("frechet_distance", "fd.svg", &[]);
     assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("use a .png file name"), "{stderr}");
 }

@@ -19,8 +19,12 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
-    /// Number of Karras grid points `N` (before the appended σ_N = 0) that spends exactly
-    /// `nfe` denoiser evaluations, or `None` if no `N ≥ 2` does (Heun needs an odd NFE ≥ 3).
+    /// Number of grid points `N` (before the appended σ_N = 0) that spends exactly `nfe`
+    /// denoiser evaluations, or `None` if none does (Heun needs an odd NFE ≥ 3, so `N ≥ 2`;
+    /// Euler takes any NFE ≥ 1). Build the grid with
+    /// [`sampling_sigmas`](crate::schedule::sampling_sigmas): it also covers Euler's `N = 1`
+    /// (the one-step prediction `D(σ_max z)`), which
+    /// [`karras_sigmas`](crate::schedule::karras_sigmas) refuses.
     pub fn steps_for_nfe(self, nfe: usize) -> Option<usize> {
         match self {
             SamplerKind::Heun if nfe >= 3 && nfe % 2 == 1 => Some(nfe.div_ceil(2)),

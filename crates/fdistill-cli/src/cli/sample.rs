@@ -43,7 +43,8 @@ pub struct SampleArgs {
     /// Number of samples.
     #[arg(long)]
     pub n: usize,
-    /// Denoiser evaluations: Heun uses 2N − 1 for N noise levels (odd, ≥ 3), Euler N (≥ 1; 1 is the teacher's one-step prediction D(σ_max z)).
+    /// Denoiser evaluations: Heun uses 2N − 1 for N noise levels (odd, ≥ 3), Euler N (≥ 1;
+    /// 1 is the teacher's one-step prediction D(σ_max z)).
     #[arg(long, default_value_t = 35)]
     pub nfe: usize,
     /// ODE solver.

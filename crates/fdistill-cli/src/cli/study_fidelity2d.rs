@@ -837,9 +837,9 @@ fn summary_md(plan: &Plan, rows: &[SummaryRow], n: usize, nets: &str) -> String 
          mass; \"all modes\" counts the seeds that cover every mode. Mass error: Σ_k \
          |mass_k − expected_k|. Worst mode: min_k mass_k / expected_k (every mode is covered \
          when ≥ 0.5). Off-mode: the share of samples more than 3 std from every mode (exact \
-         samples of a 2-D mixture whose 3-std balls do not overlap: 0.011). Log-density gap: the teacher's mean log-density minus the \
-         model's (same target and seed; positive is worse). Mode metrics and log-densities are \
-         for Gaussian-mixture targets only.\n",
+         samples of a 2-D mixture whose 3-std balls do not overlap: 0.011). Log-density gap: \
+         the teacher's mean log-density minus the model's (same target and seed; positive is \
+         worse). Mode metrics and log-densities are for Gaussian-mixture targets only.\n",
         nets,
         plan.candidates
             .iter()
