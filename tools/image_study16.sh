@@ -17,7 +17,16 @@
 #                                                    each chunk
 #   tools/image_study16.sh DIR final D S [N]         N (5000) samples of the student as it is
 #                                                    (its iteration count in the file name)
+#   tools/image_study16.sh DIR ablate NAME [UPDATES] [SEED] [D]
+#                                                    one change to the student's config
+#                                                    (docs/configs/fashion-mnist-16-ablation/
+#                                                    NAME.json over fashion-mnist-16-distill-
+#                                                    cpu.json), divergence D (jensen-shannon),
+#                                                    seed SEED (0), UPDATES (1000) generator
+#                                                    updates = UPDATES·(K+1) iterations, in
+#                                                    one run; 5,000 samples evaluated
 #   tools/image_study16.sh DIR tables                CSVs and PNG charts of all of the above
+#                                                    (final_seeds.csv: mean ± std over seeds)
 #
 # Environment: FDISTILL (the binary; default target/release/fdistill), THREADS (1).
 # Metrics are in the classifier's 64-d feature space against as many test images as samples
@@ -83,6 +92,22 @@ case $stage in
       evaluate "samples/$D-s$S-it$n.npy" "$r"
       "$self" "$dir" final "$D" "$S" 5000
     done ;;
+  ablate)
+    name=$1; U=${2:-1000}; S=${3:-0}; D=${4:-jensen-shannon}
+    b=ablate-$D-$name-s$S; out=st/$b-u$U; r=results/$b-u$U-n5000.json
+    [ -f "$r" ] && exit 0
+    jq -s '.[0] * .[1]' "$repo/docs/configs/fashion-mnist-16-distill-cpu.json" \
+      "$repo/docs/configs/fashion-mnist-16-ablation/$name.json" |
+      jq ".driver.seed = $S" > "cfg/$b.json"
+    K=$(jq .critic_steps "cfg/$b.json"); n=$((U * (K + 1)))
+    if [ -f "$out/checkpoint/fdistill.json" ]; then
+      "$F" distill --out "$out" --resume --steps "$n" --threads "$T"
+    else
+      "$F" distill --teacher t16 --divergence "$D" --preset cifar10 \
+        --config "cfg/$b.json" --out "$out" --steps "$n" --threads "$T"
+    fi
+    "$F" sample --checkpoint "$out" --n 5000 --seed 0 --out "samples/$b-u$U.npy" --threads "$T"
+    evaluate "samples/$b-u$U.npy" "$r" ;;
   final)
     D=$1; S=$2; n=${3:-5000}
     it=$(grep -m1 '"step"' "st/$D-s$S/checkpoint/driver.json" | grep -o '[0-9]*')
@@ -115,12 +140,43 @@ case $stage in
         echo "$d-s$s,$d,$s,$it,$((it / 3)),$(metrics "$r"),$(floor "$r")"
       done | sort -t, -k1,1 -k4,4n; } > student_curve.csv
     { echo "model,divergence,seed,iterations,samples,$h,floor_fd"
-      for r in results/*-s*-final-it*-n*.json; do
+      { for r in results/*-s*-final-it*-n*.json; do
         [ -f "$r" ] || continue
         b=${r#results/}; b=${b%.json}; n=${b##*-n}; b=${b%-n*}; it=${b##*-final-it}
         b=${b%-final-it*}; s=${b##*-s}; d=${b%-s*}
         echo "$d-s$s,$d,$s,$it,$n,$(metrics "$r"),$(floor "$r")"
-      done | sort; } > final.csv
+      done
+      # the `base` ablation of seed S is the student of seed S stopped at 3·UPDATES iterations
+      # (the same config and seed; a resumed run continues exactly)
+      for r in results/ablate-*-base-s*-u*-n5000.json; do
+        [ -f "$r" ] || continue
+        b=${r#results/ablate-}; u=${b##*-u}; u=${u%-n5000.json}; b=${b%-u*}; s=${b##*-s}
+        d=${b%-base-s*}; it=$((3 * u))
+        [ -f "results/$d-s$s-final-it$it-n5000.json" ] ||
+          echo "$d-s$s,$d,$s,$it,5000,$(metrics "$r"),$(floor "$r")"
+      done; } | sort; } > final.csv
+    { echo "change,divergence,seed,generator_updates,iterations,train_s,$h,floor_fd"
+      for r in results/ablate-*-s*-u*-n5000.json; do
+        [ -f "$r" ] || continue
+        b=${r#results/}; b=${b%-u*}; u=${r##*-u}; u=${u%-n5000.json}
+        s=${b##*-s}; rest=${b#ablate-}; rest=${rest%-s*}
+        for d in reverse-kl jensen-shannon forward-kl; do
+          case $rest in "$d"-*) name=${rest#"$d"-}; break ;; *) d=""; name=$rest ;; esac
+        done
+        n=$(tail -n 1 "st/$b-u$u/timing.jsonl" | jq .step)
+        t=$(jq -s 'group_by(.step) | map(.[-1].time | add) | add | floor' "st/$b-u$u/timing.jsonl")
+        echo "$name,$d,$s,$u,$n,$t,$(metrics "$r"),$(floor "$r")"
+      done | sort; } > ablation.csv
+    # mean ± sample std over seeds of every 5,000-sample metric, per divergence and iteration
+    { echo "divergence,iterations,samples,seeds,$(for k in $keys; do printf '%s_mean,%s_std,' "$k" "$k"; done | sed 's/,$//')"
+      tail -n +2 final.csv | awk -F, '
+        { g = $2 "," $4 "," $5; n[g]++
+          for (j = 6; j <= 12; j++) { s[g, j] += $j; q[g, j] += $j * $j } }
+        END { for (g in n) { line = g "," n[g]
+                for (j = 6; j <= 12; j++) { m = s[g, j] / n[g]
+                  v = n[g] > 1 ? (q[g, j] - n[g] * m * m) / (n[g] - 1) : 0
+                  line = line sprintf(",%.6g,%.6g", m, v > 0 ? sqrt(v) : 0) }
+                print line } }' | sort -t, -k1,1 -k2,2n; } > final_seeds.csv
     [ "$(wc -l < teacher_curve.csv)" -gt 1 ] && "$F" plot --csv teacher_curve.csv --x step \
       --y frechet_distance --title "teacher: Fréchet distance (1,000 samples, Heun 35 NFE)" \
       --out teacher_curve.png

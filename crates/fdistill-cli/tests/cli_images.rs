@@ -281,6 +281,8 @@ fn classifier_teacher_sample_eval_on_the_fixture() {
         "{}",
         text(&o)
     );
+    ablation_configs_change_one_setting_each(&run, dir.path());
+
     let o = distill("4", false);
     assert!(o.status.success(), "{}", text(&o));
     let config: serde_json::Value =
@@ -399,4 +401,73 @@ fn bad_image_input_is_a_usage_error() {
     std::fs::write(&npy, b"not npy").unwrap();
     let o = fdistill(&["eval", "--images", p(&npy), "--classifier", p(dir.path())]);
     assert_usage_error(&o, "config.json");
+}
+
+/// `jq -s '.[0] * .[1]'`, as `tools/image_study16.sh ablate` layers a change over the base.
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// Every committed ablation of the 16×16 study (docs/configs/fashion-mnist-16-ablation/, each
+/// layered over fashion-mnist-16-distill-cpu.json) is a valid image config for a UNet teacher,
+/// and its resolved trainer config differs from the base's in exactly the keys it names.
+fn ablation_configs_change_one_setting_each(teacher: &Path, dir: &Path) {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configs");
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let base = read(&configs.join("fashion-mnist-16-distill-cpu.json"));
+    let resolve = |patch: &serde_json::Value| -> serde_json::Value {
+        let mut config = base.clone();
+        merge(&mut config, patch);
+        let file = dir.join("ablation.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let o = fdistill(&[
+            "distill",
+            "--teacher",
+            p(teacher),
+            "--out",
+            p(&dir.join("ablation")),
+            "--divergence",
+            "jensen-shannon",
+            "--preset",
+            "cifar10",
+            "--config",
+            p(&file),
+            "--dry-run",
+        ]);
+        assert!(o.status.success(), "{patch}: {}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["distill"].clone()
+    };
+    let reference = resolve(&serde_json::json!({}));
+    let mut n = 0;
+    for entry in std::fs::read_dir(configs.join("fashion-mnist-16-ablation")).unwrap() {
+        let path = entry.unwrap().path();
+        let patch = read(&path);
+        let resolved = resolve(&patch);
+        let (a, b) = (
+            reference.as_object().unwrap(),
+            resolved.as_object().unwrap(),
+        );
+        let mut changed: Vec<&String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .collect();
+        changed.sort();
+        changed.dedup();
+        let mut named: Vec<&String> = patch.as_object().unwrap().keys().collect();
+        named.sort();
+        assert_eq!(changed, named, "{}: {resolved}", path.display());
+        n += 1;
+    }
+    assert!(n >= 10, "{n} ablation files");
 }
