@@ -26,7 +26,6 @@ use std::sync::Once;
 
 use anyhow::{Context, Result, anyhow};
 use plotters::coord::Shift;
-use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
@@ -244,31 +243,60 @@ pub fn line_chart_png(
         .x_label_area_size(40)
         .y_label_area_size(60);
     if log_y {
-        let chart = builder.build_cartesian_2d(xr.0..xr.1, (yr.0..yr.1).log_scale())?;
-        draw_lines(chart, x_label, y_label, series)?;
+        // log₁₀ y on a linear axis, labelled with y itself. plotters 0.3.7's own
+        // `log_scale()` draws no tick labels below 1 (a range such as 0.15..0.7 gets none;
+        // plotters-rs/plotters#654); this keeps every label. Non-positive values are left out.
+        let log: Vec<Vec<(f64, f64)>> = series
+            .iter()
+            .map(|s| {
+                s.points
+                    .iter()
+                    .filter(|p| p.1 > 0.0)
+                    .map(|&(x, y)| (x, y.log10()))
+                    .collect()
+            })
+            .collect();
+        let logged: Vec<Series<'_>> = series
+            .iter()
+            .zip(&log)
+            .map(|(s, points)| Series {
+                name: s.name,
+                points,
+            })
+            .collect();
+        let chart = builder.build_cartesian_2d(xr.0..xr.1, yr.0.log10()..yr.1.log10())?;
+        draw_lines(chart, x_label, y_label, &logged, Some(&log_axis_label))?;
     } else {
         let chart = builder.build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
-        draw_lines(chart, x_label, y_label, series)?;
+        draw_lines(chart, x_label, y_label, series, None)?;
     }
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
-fn draw_lines<'a, Y>(
-    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+/// The label of a tick at `v = log₁₀ y` on a log axis: y with three significant digits.
+fn log_axis_label(v: &f64) -> String {
+    let y = 10f64.powf(*v);
+    // the decade of y, robust to 10^1 evaluating to 9.999…
+    let decade = (y.abs().log10() + 1e-9).floor() as i32;
+    let digits = (2 - decade).max(0) as usize;
+    format!("{y:.digits$}")
+}
+
+fn draw_lines<'a>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     x_label: &str,
     y_label: &str,
     series: &[Series<'_>],
-) -> Result<()>
-where
-    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
-{
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .draw()?;
+    y_formatter: Option<&dyn Fn(&f64) -> String>,
+) -> Result<()> {
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_label).y_desc(y_label);
+    if let Some(f) = y_formatter {
+        mesh.y_label_formatter(f);
+    }
+    mesh.draw()?;
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -347,6 +375,44 @@ mod tests {
         let ((g1, r1), (g0, r0)) = (count(&with), count(&without));
         assert!(g1 > g0 + 200, "grey pixels {g1} vs {g0}");
         assert!(r1 > 0 && r0 > 0, "the sample is drawn in both");
+    }
+
+    /// Rows of `png` with dark pixels in columns `x0..x1`, grouped into bands of adjacent rows
+    /// (one band per line of text there).
+    fn text_bands(png: &std::path::Path, x0: u32, x1: u32) -> usize {
+        let img = image::open(png).unwrap().to_rgb8();
+        let dark = |y: u32| (x0..x1).any(|x| img.get_pixel(x, y).0.iter().all(|&c| c < 128));
+        let rows: Vec<bool> = (0..img.height()).map(dark).collect();
+        rows.windows(2).filter(|w| w[1] && !w[0]).count() + usize::from(rows[0])
+    }
+
+    /// A log y axis is labelled below 1 too (plotters' own log scale leaves a range such as
+    /// 0.15..0.7 without a single label); the labels read y, not log₁₀ y.
+    #[test]
+    fn log_axis_has_labels_below_one() {
+        let pts = [(0.0, 0.15), (1.0, 0.7), (2.0, 0.3)];
+        let path = tmp("log.png");
+        line_chart_png(
+            &path,
+            "t",
+            "x",
+            "y",
+            &[Series {
+                name: "a",
+                points: &pts,
+            }],
+            true,
+        )
+        .unwrap();
+        // the tick labels sit right of the rotated axis title, left of the axis (x = 72)
+        let bands = text_bands(&path, 40, 70);
+        assert!(bands >= 4, "{bands} labelled ticks on the log axis");
+        assert_eq!(log_axis_label(&0.15f64.log10()), "0.150");
+        assert_eq!(log_axis_label(&0.0), "1.00");
+        assert_eq!(log_axis_label(&1.0), "10.0");
+        assert_eq!(log_axis_label(&-1.0), "0.100");
+        assert_eq!(log_axis_label(&2.0), "100");
+        assert_eq!(log_axis_label(&-2.5), "0.00316");
     }
 
     #[test]
