@@ -39,6 +39,15 @@ self=$(realpath "$0"); dir=$(realpath -m "$1"); stage=$2; shift 2
 mkdir -p "$dir" && cd "$dir"
 mkdir -p snaps samples results cfg
 
+train() { # OUT D CONFIG STEPS: a new student run, or the run in OUT resumed to STEPS
+  if [ -f "$1/checkpoint/fdistill.json" ]; then
+    "$F" distill --out "$1" --resume --steps "$4" --threads "$T"
+  else
+    "$F" distill --teacher t16 --divergence "$2" --preset cifar10 --config "$3" --out "$1" \
+      --steps "$4" --threads "$T"
+  fi
+}
+
 evaluate() { # samples.npy result.json
   "$F" eval --images "$1" --classifier clf16 --json --threads "$T" > "$2.tmp" && mv "$2.tmp" "$2"
 }
@@ -82,12 +91,7 @@ case $stage in
     for n in $(seq "$CHUNK" "$CHUNK" "$END"); do
       r=results/$D-s$S-it$n.json
       [ -f "$r" ] && continue
-      if [ -f "$out/checkpoint/fdistill.json" ]; then
-        "$F" distill --out "$out" --resume --steps "$n" --threads "$T"
-      else
-        "$F" distill --teacher t16 --divergence "$D" --preset cifar10 \
-          --config "cfg/distill-seed$S.json" --out "$out" --steps "$n" --threads "$T"
-      fi
+      train "$out" "$D" "cfg/distill-seed$S.json" "$n"
       "$F" sample --checkpoint "$out" --n 1000 --seed 0 --out "samples/$D-s$S-it$n.npy" --threads "$T"
       evaluate "samples/$D-s$S-it$n.npy" "$r"
       "$self" "$dir" final "$D" "$S" 5000
@@ -100,12 +104,7 @@ case $stage in
       "$repo/docs/configs/fashion-mnist-16-ablation/$name.json" |
       jq ".driver.seed = $S" > "cfg/$b.json"
     K=$(jq .critic_steps "cfg/$b.json"); n=$((U * (K + 1)))
-    if [ -f "$out/checkpoint/fdistill.json" ]; then
-      "$F" distill --out "$out" --resume --steps "$n" --threads "$T"
-    else
-      "$F" distill --teacher t16 --divergence "$D" --preset cifar10 \
-        --config "cfg/$b.json" --out "$out" --steps "$n" --threads "$T"
-    fi
+    train "$out" "$D" "cfg/$b.json" "$n"
     "$F" sample --checkpoint "$out" --n 5000 --seed 0 --out "samples/$b-u$U.npy" --threads "$T"
     evaluate "samples/$b-u$U.npy" "$r" ;;
   final)

@@ -386,24 +386,19 @@ mod tests {
         rows.windows(2).filter(|w| w[1] && !w[0]).count() + usize::from(rows[0])
     }
 
+    /// A one-series chart of `points` with a log y axis.
+    fn log_chart(path: &std::path::Path, points: &[(f64, f64)]) {
+        let series = [Series { name: "a", points }];
+        line_chart_png(path, "t", "x", "y", &series, true).unwrap();
+    }
+
     /// A log y axis is labelled below 1 too (plotters' own log scale leaves a range such as
     /// 0.15..0.7 without a single label); the labels read y, not log₁₀ y.
     #[test]
     fn log_axis_has_labels_below_one() {
         let pts = [(0.0, 0.15), (1.0, 0.7), (2.0, 0.3)];
         let path = tmp("log.png");
-        line_chart_png(
-            &path,
-            "t",
-            "x",
-            "y",
-            &[Series {
-                name: "a",
-                points: &pts,
-            }],
-            true,
-        )
-        .unwrap();
+        log_chart(&path, &pts);
         // the tick labels sit right of the rotated axis title, left of the axis (x = 72)
         let bands = text_bands(&path, 40, 70);
         assert!(bands >= 4, "{bands} labelled ticks on the log axis");
@@ -445,18 +440,7 @@ mod tests {
         .unwrap();
         let lines = tmp("l.png");
         let pts = [(0.0, 1.0), (1.0, 0.1), (2.0, 0.01)];
-        line_chart_png(
-            &lines,
-            "t",
-            "x",
-            "y",
-            &[Series {
-                name: "a",
-                points: &pts,
-            }],
-            true,
-        )
-        .unwrap();
+        log_chart(&lines, &pts);
         for p in [scatter, hist, lines] {
             let img = image::open(&p).unwrap();
             assert_eq!((img.width(), img.height()), SIZE, "{}", p.display());
