@@ -37,8 +37,10 @@ if [ -z "$bin" ]; then
   cargo build --release -q -p fdistill-bench "${features[@]}"
   bin=target/release/fdistill-bench
 fi
-rust_device=flex; torch_device=cpu
-[ -n "$cuda" ] && { rust_device=cuda:0; torch_device=cuda; }
+rust_device=flex; torch_device=cpu; twin_tol=2e-4
+# on cuda the Rust probe is computed in TF32 (cubek-matmul's adjust_dtypes stages f32 operands
+# as TF32 on tensor cores: unit roundoff 2^-11 ≈ 4.9e-4), so the twin accepts 2e-3 there
+[ -n "$cuda" ] && { rust_device=cuda:0; torch_device=cuda; twin_tol=2e-3; }
 
 py="${PYTHON:-python3}"
 have_torch=""
@@ -83,7 +85,7 @@ if [ -n "$have_torch" ]; then
   echo
   for w in $works; do
     "$bin" "$w" --steps 3 --warmup 0 --export "$tmp/export" --device "$rust_device" > /dev/null
-    "$py" bench/torch_twin.py "$w" --check "$tmp/export" || { echo "twin check failed for $w" >&2; exit 1; }
+    "$py" bench/torch_twin.py "$w" --check "$tmp/export" --tol "$twin_tol" || { echo "twin check failed for $w" >&2; exit 1; }
   done
 fi
 

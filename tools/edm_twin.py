@@ -179,7 +179,7 @@ class UNetBlock(torch.nn.Module):
 def positional(c_noise, channels, max_positions=10000, endpoint=False):
     """[cos(ω_i c), sin(ω_i c)] with ω_i = (1/P)^(i / (channels/2 − endpoint))."""
     half = channels // 2
-    freqs = (1.0 / max_positions) ** (torch.arange(half, dtype=torch.float32) / (half - (1 if endpoint else 0)))
+    freqs = (1.0 / max_positions) ** (torch.arange(half, dtype=torch.float32, device=c_noise.device) / (half - (1 if endpoint else 0)))
     arg = c_noise[:, None] * freqs[None]
     return torch.cat([arg.cos(), arg.sin()], dim=1)
 
@@ -417,7 +417,7 @@ class EDMPrecond(torch.nn.Module):
         sd = self.sigma_data
         s = sigma.reshape(-1, 1, 1, 1)
         if self.label_dim and class_labels is None:
-            class_labels = torch.zeros([1, self.label_dim])
+            class_labels = torch.zeros([1, self.label_dim], device=x.device)
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()

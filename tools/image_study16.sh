@@ -26,7 +26,8 @@
 #                                                    updates = UPDATES·(K+1) iterations, in
 #                                                    one run; 5,000 samples evaluated
 #   tools/image_study16.sh DIR tables                CSVs and PNG charts of all of the above
-#                                                    (final_seeds.csv: mean ± std over seeds)
+#                                                    (final_seeds.csv, ablation_seeds.csv:
+#                                                    mean ± std over seeds)
 #
 # Environment: FDISTILL (the binary; default target/release/fdistill), THREADS (1).
 # Metrics are in the classifier's 64-d feature space against as many test images as samples
@@ -48,6 +49,19 @@ train() { # OUT D CONFIG STEPS: a new student run, or the run in OUT resumed to 
   fi
 }
 
+# rows grouped by the CSV columns $1 (e.g. "2,4,5"): the group, its row count, then mean and
+# sample std of the 7 metric columns from column $2 on
+seed_stats() {
+  awk -F, -v cols="$1" -v first="$2" '
+    BEGIN { nc = split(cols, c, ",") }
+    { g = $(c[1]); for (i = 2; i <= nc; i++) g = g "," $(c[i]); n[g]++
+      for (j = first; j < first + 7; j++) { s[g, j] += $j; q[g, j] += $j * $j } }
+    END { for (g in n) { line = g "," n[g]
+            for (j = first; j < first + 7; j++) { m = s[g, j] / n[g]
+              v = n[g] > 1 ? (q[g, j] - n[g] * m * m) / (n[g] - 1) : 0
+              line = line sprintf(",%.6g,%.6g", m, v > 0 ? sqrt(v) : 0) }
+            print line } }'
+}
 evaluate() { # samples.npy result.json
   "$F" eval --images "$1" --classifier clf16 --json --threads "$T" > "$2.tmp" && mv "$2.tmp" "$2"
 }
@@ -166,16 +180,14 @@ case $stage in
         t=$(jq -s 'group_by(.step) | map(.[-1].time | add) | add | floor' "st/$b-u$u/timing.jsonl")
         echo "$name,$d,$s,$u,$n,$t,$(metrics "$r"),$(floor "$r")"
       done | sort; } > ablation.csv
-    # mean ± sample std over seeds of every 5,000-sample metric, per divergence and iteration
-    { echo "divergence,iterations,samples,seeds,$(for k in $keys; do printf '%s_mean,%s_std,' "$k" "$k"; done | sed 's/,$//')"
-      tail -n +2 final.csv | awk -F, '
-        { g = $2 "," $4 "," $5; n[g]++
-          for (j = 6; j <= 12; j++) { s[g, j] += $j; q[g, j] += $j * $j } }
-        END { for (g in n) { line = g "," n[g]
-                for (j = 6; j <= 12; j++) { m = s[g, j] / n[g]
-                  v = n[g] > 1 ? (q[g, j] - n[g] * m * m) / (n[g] - 1) : 0
-                  line = line sprintf(",%.6g,%.6g", m, v > 0 ? sqrt(v) : 0) }
-                print line } }' | sort -t, -k1,1 -k2,2n; } > final_seeds.csv
+    # mean ± sample std over seeds of every 5,000-sample metric: per divergence and iteration
+    # (final_seeds.csv), per ablation change, divergence and update budget (ablation_seeds.csv)
+    stats_header=$(for k in $keys; do printf '%s_mean,%s_std,' "$k" "$k"; done | sed 's/,$//')
+    { echo "divergence,iterations,samples,seeds,$stats_header"
+      tail -n +2 final.csv | seed_stats 2,4,5 6 | sort -t, -k1,1 -k2,2n; } > final_seeds.csv
+    { echo "change,divergence,generator_updates,seeds,$stats_header"
+      tail -n +2 ablation.csv | seed_stats 1,2,4 7 | sort -t, -k1,1 -k2,2 -k3,3n; } \
+      > ablation_seeds.csv
     [ "$(wc -l < teacher_curve.csv)" -gt 1 ] && "$F" plot --csv teacher_curve.csv --x step \
       --y frechet_distance --title "teacher: Fréchet distance (1,000 samples, Heun 35 NFE)" \
       --out teacher_curve.png

@@ -90,3 +90,25 @@ conformance!(
     Some(Default::default()),
     Tolerances::CUDA
 );
+
+/// `cuda`'s TF32-sized tolerances still catch a real difference (checked on flex, so it runs
+/// on every machine; the cuda group repeats it on the GPU).
+#[test]
+fn cuda_tolerances_catch_a_real_difference() {
+    suite::tolerance_catches_a_real_difference::<burn::backend::Autodiff<burn::backend::Flex>>(
+        &Default::default(),
+        Tolerances::CUDA,
+    );
+}
+
+/// A forward tolerance looser than TF32's is refused, whatever the nudge would show.
+#[test]
+#[should_panic(expected = "is looser than")]
+fn a_looser_tolerance_than_tf32_is_refused() {
+    let mut loose = Tolerances::CUDA;
+    loose.forward.atol *= 2.0;
+    suite::tolerance_catches_a_real_difference::<burn::backend::Autodiff<burn::backend::Flex>>(
+        &Default::default(),
+        loose,
+    );
+}
