@@ -1,6 +1,7 @@
 //! `fdistill study fidelity2d` end to end, tiny (a 60-step teacher, 30-step students, 300
 //! evaluation samples): the tables hold the teacher's and both candidates' rows with finite
-//! metrics, a second invocation reuses every run and writes the same runs.csv, and bad
+//! metrics, a second invocation reuses every run and writes the same runs.csv, a third with
+//! two evaluation draws moves the distances but not the mode columns, and bad
 //! candidates or targets are refused before anything is trained.
 
 use std::path::{Path, PathBuf};
@@ -162,6 +163,28 @@ fn tiny_study_writes_tables_and_reuses_its_runs() {
     assert!(stderr.contains("reusing the teacher"), "{stderr}");
     assert_eq!(mtimes(&out, "driver.json"), weights_before);
     assert_eq!(std::fs::read_to_string(out.join("runs.csv")).unwrap(), csv);
+
+    // Two evaluation draws of the same runs: MMD² and energy are means over two sample
+    // sets (so they move), the mode columns are the first draw's (so they stay).
+    let third = fidelity2d(&out, &[&args[..], &["--eval-draws", "2"]].concat());
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(third.status.success(), "{stderr}");
+    assert!(stderr.contains("on 2 draw(s) of 300 samples"), "{stderr}");
+    assert_eq!(mtimes(&out, "driver.json"), weights_before);
+    let two = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    for (one, two) in csv.lines().zip(two.lines()).skip(1) {
+        let (one, two): (Vec<&str>, Vec<&str>) =
+            (one.split(',').collect(), two.split(',').collect());
+        assert_eq!(
+            (&one[..5], &one[7..13]),
+            (&two[..5], &two[7..13]),
+            "{one:?} {two:?}"
+        );
+        assert_ne!((one[5], one[6]), (two[5], two[6]), "{one:?} {two:?}");
+    }
+    let zero = fidelity2d(&out, &[&args[..], &["--eval-draws", "0"]].concat());
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--eval-draws must be ≥ 1"));
 }
 
 #[test]

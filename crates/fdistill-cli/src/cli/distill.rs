@@ -76,6 +76,10 @@ pub struct DistillArgs {
     /// No progress bar (the demo draws its own).
     #[arg(skip)]
     pub quiet: bool,
+    /// Fields merged into the preset before `--config` (which wins): a caller's own settings
+    /// of a preset, e.g. the demo's schedule. Not a command-line flag.
+    #[arg(skip)]
+    pub preset_overrides: Option<serde_json::Value>,
     /// Method: fdistill (f-distill; DMD2 and Diff-Instruct are its presets) or vardiu
     /// (VarDiU, SPEC §7, low-dimensional data; keys of --config are then VarDiuConfig fields).
     #[arg(long, value_enum, default_value = "fdistill")]
@@ -248,6 +252,9 @@ pub fn resolve(args: &DistillArgs) -> Result<(StudentRunConfig, TrainingData), C
             preset = preset.at_data_scale(c.sigma_data);
         }
         let mut value = serde_json::to_value(&preset).expect("config serialises");
+        if let Some(o) = &args.preset_overrides {
+            merge(&mut value, o.clone());
+        }
         if let Some(p) = &args.config {
             merge(&mut value, read_overrides(p)?);
         }

@@ -526,20 +526,23 @@ impl DistillConfig {
     /// modes each. lr_generator 1e−3 (2e−3 and 1e−4 were worse); K = 2 (K = 1 and 5 were
     /// worse).
     ///
-    /// 12 000 iterations (4000 generator updates): with a 256 × 4 teacher on
-    /// `ring8-unbalanced`, Jensen–Shannon students covered 8/8 modes in 3 of 3 seeds at
-    /// 12 000 iterations (2 of 3 at 6000); at a constant rate they still improve with length.
+    /// 24 000 iterations (8000 generator updates), learning rates held for the first half
+    /// of the run, then a cosine decay to 5 % ([`LrSchedule::Cosine`] with `hold_fraction`
+    /// 0.5, `final_fraction` 0.05). With 256 × 4 teachers, seeds 0–5 on `ring8-unbalanced`
+    /// and 0–2 on `grid25` and `two-moons` (`docs/results.md`, "2-D fidelity"):
     ///
-    /// Learning rates held for the first 75 % of the run, then a cosine decay to 5 %
-    /// ([`LrSchedule::Cosine`] with `hold_fraction` 0.75, `final_fraction` 0.05): the held
-    /// phase keeps the sharpening of the constant rate (decaying from the start froze the
-    /// streaks: ring8 log-density gap 0.37–0.40 against 0.21), the decay removes the late
-    /// jitter that set the constant rate's MMD² (grid25 2.2–3.0× the teacher's). Over seeds
-    /// 0–2 at 12 000 iterations: ring8 Jensen–Shannon 1.12× the teacher's MMD², every mode
-    /// in every seed, log-density gap 0.22; forward KL 1.63×, every mode, gap 0.30; grid25
-    /// 1.1–1.6× with all 25 modes in every seed; two-moons 0.86–0.98×. Over six ring8 seeds
-    /// the 2 % mode is still dropped in about half the runs (Jensen–Shannon every mode in 3
-    /// of 6, forward KL 4 of 6; `docs/results.md`, "2-D fidelity").
+    /// - the length: at 12 000 iterations the covering students dropped ring8's 2 % mode in
+    ///   about half the seeds (Jensen–Shannon every mode in 3 of 6, forward KL 4 of 6); at
+    ///   24 000 both cover every mode in 6 of 6, at 1.28× and 1.41× the teacher's MMD², with
+    ///   log-density gaps 0.17 and 0.19;
+    /// - the hold: decaying from the start froze the streaks (ring8 log-density gap 0.37–0.40),
+    ///   a constant rate left the late jitter in MMD² (grid25 2.2–3.0×); at 24 000 iterations a
+    ///   hold of 0.75 (the preset at 12 000) let the reverse-KL student over-sharpen grid25
+    ///   (2.4× its teacher's MMD² over seeds 0–2, 8 evaluation draws each), a hold of 0.5
+    ///   did not.
+    ///
+    /// `fdistill demo` runs half this length with a hold of 0.75, the schedule measured best
+    /// at 12 000 iterations.
     ///
     /// The length scales (σ_init, the σ law) are for σ_data = [`Self::TOY_SIGMA_DATA`];
     /// [`Self::at_data_scale`] moves them to other data (the CLI does so for every MLP
@@ -573,14 +576,14 @@ impl DistillConfig {
             lr_discriminator: 2e-3,
             lr_schedule: LrSchedule::Cosine {
                 final_fraction: 0.05,
-                hold_fraction: 0.75,
+                hold_fraction: 0.5,
             },
             weight_decay: 0.01,
             grad_clip_generator: 10.0,
             ema_beta: 0.99,
             inject_nan_at_step: None,
             driver: DriverConfig {
-                steps: 12_000,
+                steps: 24_000,
                 checkpoint_every: 1000,
                 log_every: 10,
                 seed: 0,

@@ -1602,7 +1602,7 @@ mod tests {
         let json = serde_json::to_string(&DistillConfig::toy()).unwrap();
         assert!(
             json.contains(
-                "\"lr_schedule\":{\"type\":\"cosine\",\"final_fraction\":0.05,\"hold_fraction\":0.75}"
+                "\"lr_schedule\":{\"type\":\"cosine\",\"final_fraction\":0.05,\"hold_fraction\":0.5}"
             ),
             "{json}"
         );
