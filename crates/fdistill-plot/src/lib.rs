@@ -32,6 +32,11 @@ use plotters::style::{FontStyle, register_font};
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (640, 600);
+/// Margin around every chart (px).
+const MARGIN: u32 = 12;
+/// Caption size (px) of a title that fits, and the least a long one shrinks to.
+const CAPTION_PX: u32 = 20;
+const CAPTION_MIN_PX: u32 = 10;
 /// Heat-map cells per axis.
 const CELLS: usize = 200;
 
@@ -88,6 +93,21 @@ fn canvas(path: &Path) -> Result<DrawingArea<BitMapBackend<'_>, Shift>> {
     Ok(root)
 }
 
+/// The caption size for `title`: [`CAPTION_PX`], or smaller (down to [`CAPTION_MIN_PX`]) so
+/// that the title fits between the margins instead of running off both edges (plotters
+/// centres a caption and clips what overflows).
+fn caption_px<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str) -> u32 {
+    let room = SIZE.0 - 2 * MARGIN;
+    (CAPTION_MIN_PX..=CAPTION_PX)
+        .rev()
+        .find(|&px| {
+            let style = TextStyle::from(("sans-serif", px as f64).into_font());
+            root.estimate_text_size(title, &style)
+                .is_ok_and(|(w, _)| w <= room)
+        })
+        .unwrap_or(CAPTION_MIN_PX)
+}
+
 /// Heat-map colour of a log density relative to its maximum, `Δ = log p − max log p ≤ 0`:
 /// white at `Δ ≤ −10`, dark blue at the maximum, in 8 bands (the band edges read as contours
 /// at every 1.25 nats, so low-weight modes stay visible).
@@ -114,8 +134,8 @@ fn draw_scatter(path: &Path, plot: &Scatter<'_>, data: &[[f64; 2]]) -> Result<()
     let (x0, x1) = plot.x_range;
     let (y0, y1) = plot.y_range;
     let mut chart = ChartBuilder::on(&root)
-        .caption(plot.title, ("sans-serif", 20))
-        .margin(12)
+        .caption(plot.title, ("sans-serif", caption_px(&root, plot.title)))
+        .margin(MARGIN)
         .x_label_area_size(30)
         .y_label_area_size(40)
         .build_cartesian_2d(x0..x1, y0..y1)?;
@@ -177,8 +197,8 @@ pub fn histogram_png(path: &Path, plot: &Histogram1d<'_>) -> Result<()> {
         .fold(0.0f64, |a, &b| a.max(b))
         * 1.1;
     let mut chart = ChartBuilder::on(&root)
-        .caption(plot.title, ("sans-serif", 20))
-        .margin(12)
+        .caption(plot.title, ("sans-serif", caption_px(&root, plot.title)))
+        .margin(MARGIN)
         .x_label_area_size(30)
         .y_label_area_size(50)
         .build_cartesian_2d(x0..x1, 0.0..top.max(1e-9))?;
@@ -238,8 +258,8 @@ pub fn line_chart_png(
     }
     let mut builder = ChartBuilder::on(&root);
     builder
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
+        .caption(title, ("sans-serif", caption_px(&root, title)))
+        .margin(MARGIN)
         .x_label_area_size(40)
         .y_label_area_size(60);
     if log_y {
@@ -375,6 +395,34 @@ mod tests {
         let ((g1, r1), (g0, r0)) = (count(&with), count(&without));
         assert!(g1 > g0 + 200, "grey pixels {g1} vs {g0}");
         assert!(r1 > 0 && r0 > 0, "the sample is drawn in both");
+    }
+
+    /// A long title (a study's scatter: target, candidate, divergence, NFE, seed) is drawn
+    /// smaller so that it stays inside the canvas: no dark pixel of the caption touches the
+    /// left or right edge (at 20 px this title ran off both), and a short title keeps 20 px.
+    #[test]
+    fn a_long_title_shrinks_to_fit_the_canvas() {
+        let title = "ring8-unbalanced: student steps-24000-hold-0.5, jensen-shannon, 1 NFE, seed 3";
+        let plot = Scatter {
+            title,
+            points: &[[0.0, 0.0]],
+            log_density: None,
+            x_range: (-1.0, 1.0),
+            y_range: (-1.0, 1.0),
+        };
+        let path = tmp("long.png");
+        scatter_png(&path, &plot).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let dark_at = |x: u32| (0..40).any(|y| img.get_pixel(x, y).0.iter().all(|&c| c < 128));
+        for x in (0..MARGIN / 2).chain(SIZE.0 - MARGIN / 2..SIZE.0) {
+            assert!(!dark_at(x), "caption pixels at the edge, column {x}");
+        }
+        assert!((1..SIZE.0).any(dark_at), "the caption is drawn");
+        register_fonts().unwrap();
+        let root = BitMapBackend::new(&path, SIZE).into_drawing_area();
+        let px = caption_px(&root, title);
+        assert!((CAPTION_MIN_PX..CAPTION_PX).contains(&px), "{px}");
+        assert_eq!(caption_px(&root, "scatter"), CAPTION_PX);
     }
 
     /// Rows of `png` with dark pixels in columns `x0..x1`, grouped into bands of adjacent rows
