@@ -2,8 +2,9 @@
 # MMD² and energy distance of 2-D models over several independent draws: for d = 1..DRAWS, a
 # fresh sample set of each model (latent seed d; teachers at Heun 35 NFE) against a fresh
 # exact reference of the target (seed 100 + d). One draw of 5000 samples is not enough where
-# the models are close to the target: on two-moons the same teacher ranges 1.5e-3 … 5.1e-3
-# over draws (docs/results.md, "2-D fidelity").
+# the models are close to the target: on two-moons the same teacher ranges 1.0e-3 … 3.8e-3
+# over 8 draws (docs/results.md, "2-D fidelity"; `fdistill study fidelity2d --eval-draws N`
+# does the same inside a study, with its own seeds).
 #
 #   tools/mmd_draws.sh TARGET DRAWS RUN_DIR...      one CSV row per run directory
 #
