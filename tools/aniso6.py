@@ -106,6 +106,8 @@ if __name__ == "__main__":
         k = r.choice(6, size=20000, p=W)
         np.savetxt(sys.argv[2], np.stack([r.multivariate_normal(*C[i]) for i in k]), delimiter=",")
     elif len(sys.argv) >= 4 and sys.argv[1] == "eval":
+        if not sys.argv[2].isdigit() or int(sys.argv[2]) < 1:
+            sys.exit(f"DRAWS must be a whole number ≥ 1, got {sys.argv[2]!r}\n{__doc__}")
         evaluate(int(sys.argv[2]), sys.argv[3:])
     else:
         sys.exit(__doc__)
