@@ -199,6 +199,7 @@ pub fn set_cpu_threads(n: usize) -> Result<(), ThreadsError> {
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
+        .stack_size(CPU_THREAD_STACK)
         .build_global()
         .map_err(|_| ThreadsError::AlreadySet(rayon::current_num_threads()))
 }
@@ -221,10 +222,40 @@ pub fn with_cpu_threads<R: Send>(
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
+        .stack_size(CPU_THREAD_STACK)
         .build()
         .map_err(|e| ThreadsError::Spawn(e.to_string()))?;
     Ok(pool.install(f))
 }
+
+/// Runs `f` on a worker thread of the CPU pool (at once if the caller is one already).
+///
+/// Why: a parallel kernel started from a thread outside the pool is handed to the pool and
+/// the caller sleeps until a worker wakes, takes it, and a second worker wakes to share it;
+/// started from a worker, the caller works on its half at once and the other worker joins when
+/// it wakes. A CPU step starts a few hundred such kernels (docs/performance.md, change 11).
+///
+/// The work then runs on a pool thread, so the pool's threads get the main thread's stack
+/// size ([`CPU_THREAD_STACK`]) rather than rayon's 2 MiB default: if no pool was built yet
+/// (no `--threads`), it is built here with the default thread count (`RAYON_NUM_THREADS`, else
+/// one per core).
+///
+/// Thread-local state of the caller (a progress group, for one) is not visible to `f`: set it
+/// inside `f`.
+pub fn on_cpu_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    // an error means the pool exists already (from `set_cpu_threads`, or rayon's default)
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(CPU_THREAD_STACK)
+        .build_global();
+    rayon::scope(|_| f())
+}
+
+/// Stack size of the CPU pool's threads: the whole of a CPU command runs on one of them
+/// ([`on_cpu_pool`]); 8 MiB as Linux gives a main thread.
+pub const CPU_THREAD_STACK: usize = 8 << 20;
 
 /// Work generic over the autodiff backend; [`dispatch`] monomorphises it.
 pub trait BackendTask {
@@ -303,7 +334,10 @@ pub fn dispatch_devices<T: DevicesTask>(
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 
 /// Runs `task` on the backend `spec` names.
-pub fn dispatch<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError> {
+pub fn dispatch<T: BackendTask + Send>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError>
+where
+    T::Output: Send,
+{
     if !spec.is_compiled() {
         return Err(DeviceError::NotCompiled {
             spec: spec.to_string(),
@@ -313,9 +347,9 @@ pub fn dispatch<T: BackendTask>(spec: &DeviceSpec, task: T) -> Result<T::Output,
     #[allow(unreachable_patterns)]
     match *spec {
         #[cfg(feature = "flex")]
-        DeviceSpec::Flex => {
-            Ok(task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default()))
-        }
+        DeviceSpec::Flex => Ok(on_cpu_pool(|| {
+            task.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
+        })),
         #[cfg(feature = "candle")]
         DeviceSpec::Candle => Ok(task.run::<burn::backend::Autodiff<burn::backend::Candle>>(
             burn::backend::candle::CandleDevice::Cpu,
@@ -357,6 +391,38 @@ mod tests {
         fn run<B: AutodiffBackend>(self, device: B::Device) -> usize {
             burn::tensor::Tensor::<B, 2>::zeros([2, 3], &device).dims()[1]
         }
+    }
+
+    /// The work of a flex dispatch runs on a thread of the CPU pool with the stated stack (a
+    /// recursion of 2,800 frames of over 1 KiB would overflow rayon's 2 MiB default), and a call from a pool
+    /// thread runs where it is.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_work_runs_on_a_pool_thread_with_a_main_sized_stack() {
+        fn depth(n: usize) -> usize {
+            let pad = std::hint::black_box([0u8; 1024]);
+            if n == 0 {
+                pad[0] as usize
+            } else {
+                1 + depth(n - 1) + pad[n % 1024] as usize
+            }
+        }
+        let (index, deep) = on_cpu_pool(|| (rayon::current_thread_index(), depth(2800)));
+        assert!(index.is_some(), "ran outside the pool");
+        assert_eq!(deep, 2800);
+        let inner = on_cpu_pool(|| {
+            let here = rayon::current_thread_index();
+            on_cpu_pool(move || rayon::current_thread_index() == here)
+        });
+        assert!(inner, "a nested call moved threads");
+        struct Where;
+        impl BackendTask for Where {
+            type Output = bool;
+            fn run<B: AutodiffBackend>(self, _: B::Device) -> bool {
+                rayon::current_thread_index().is_some()
+            }
+        }
+        assert!(dispatch(&DeviceSpec::Flex, Where).unwrap());
     }
 
     #[test]

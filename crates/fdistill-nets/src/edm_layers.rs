@@ -17,7 +17,7 @@
 
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{avg_pool2d, conv_transpose2d, conv2d};
+use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -215,7 +215,7 @@ pub fn downsample<B: Backend>(x: Tensor<B, 4>, taps: &[f64], pad: bool) -> Tenso
     let [_, c, _, _] = x.dims();
     let p = if pad { (taps.len() - 1) / 2 } else { 0 };
     if is_box(taps) && p == 0 {
-        return avg_pool2d(x, [2, 2], [2, 2], [0, 0], true, false);
+        return ops::avg_pool2(x);
     }
     let f = depthwise_filter::<B>(taps, 1.0, c, &x.device());
     conv2d(x, f, None, ConvOptions::new([2, 2], [p, p], [1, 1], c))
@@ -227,13 +227,9 @@ pub fn downsample<B: Backend>(x: Tensor<B, 4>, taps: &[f64], pad: bool) -> Tenso
 /// # Shapes
 /// - `x`: `[b, c, h, w]`; returns `[b, c, 2h, 2w]`
 pub fn upsample<B: Backend>(x: Tensor<B, 4>, taps: &[f64]) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
+    let [_, c, _, _] = x.dims();
     if is_box(taps) {
-        return x
-            .reshape([b, c, h, 1, w, 1]) // [b, c, h, 1, w, 1]
-            .repeat_dim(3, 2)
-            .repeat_dim(5, 2) // [b, c, h, 2, w, 2]
-            .reshape([b, c, 2 * h, 2 * w]);
+        return ops::upsample_nearest2(x);
     }
     let p = (taps.len() - 1) / 2;
     let f = depthwise_filter::<B>(taps, 4.0, c, &x.device());

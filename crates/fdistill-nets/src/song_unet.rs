@@ -17,7 +17,7 @@
 //! Initialisation as EDM: Xavier-uniform everywhere, biases zero, `conv1`, `proj`, `aux_conv`
 //! with gain 10⁻⁵, `qkv` with gain √0.2.
 
-use crate::ops::silu;
+use crate::ops::{self, silu};
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -405,7 +405,7 @@ impl<B: Backend> SongUNet<B> {
                 let skip = skips
                     .pop()
                     .expect("the plan pairs every decoder block with a skip");
-                h = block.forward(Tensor::cat(vec![h, skip], 1), emb.clone()); // [b, C', r, r]
+                h = block.forward(ops::cat_channels(h, skip), emb.clone()); // [b, C', r, r]
             }
             if let Some(aux_up) = &level.aux_up {
                 out = out.map(|o| aux_up.forward(o)); // [b, out, 2r, 2r]

@@ -10,7 +10,9 @@ use anyhow::Context;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
-use fdistill::backends::{BackendTask, DeviceSpec, cpu_threads, dispatch, with_cpu_threads};
+use fdistill::backends::{
+    BackendTask, DeviceSpec, cpu_threads, dispatch, on_cpu_pool, with_cpu_threads,
+};
 use fdistill::core::gmm::GaussianMixture;
 use fdistill::core::random::standard_normal;
 use fdistill::core::sampler::{SamplerKind, sample};
@@ -202,7 +204,9 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
                 Some(n) => with_cpu_threads(n, distill)
                     .map_err(|e| CliError::Usage(e.to_string()))
                     .and_then(|r| r),
-                None => distill(),
+                // on the CPU pool here, so that the group (thread-local) and the loop share a
+                // thread (dispatch would move the loop onto the pool otherwise)
+                None => on_cpu_pool(distill),
             }
         };
         let named = DEMO_DIVERGENCES.iter().copied().zip(jobs);

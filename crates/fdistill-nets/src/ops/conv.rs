@@ -136,28 +136,58 @@ mod flex {
         FlexTensor::from_data(TensorData::new(y, vec![xs[0], g.c_out, oh, ow]))
     }
 
-    /// `Σ_{b, p} g[b, o, p]` for every channel `o`.
+    /// `Σ_{b, p} g[b, o, p]` for every channel `o`, in f64: each row summed over eight
+    /// independent lanes (so the loop vectorises), the samples split over the rayon pool for
+    /// large gradients (this ran serially on the calling thread: docs/performance.md,
+    /// change 11).
     pub(super) fn channel_sums(g: &FlexTensor) -> FlexTensor {
+        use rayon::prelude::*;
         let shape = g.shape().to_vec();
         let (b, c) = (shape[0], shape[1]);
         let row: usize = shape[2..].iter().product();
-        let contiguous;
-        let src = match g.as_slice::<f32>() {
-            Some(s) => s,
-            None => {
-                contiguous = g.to_contiguous();
-                contiguous.as_slice::<f32>().expect("contiguous")
+        let src = values(g);
+        let sample = |s: &[f32], sums: &mut Vec<f64>| {
+            for (o, acc) in sums.iter_mut().enumerate() {
+                *acc += lane_sum(&s[o * row..(o + 1) * row]);
             }
         };
-        let mut sums = vec![0.0f64; c];
-        for bi in 0..b {
-            for (o, s) in sums.iter_mut().enumerate() {
-                let off = (bi * c + o) * row;
-                *s += src[off..off + row].iter().map(|&v| v as f64).sum::<f64>();
+        let add = |mut a: Vec<f64>, b: Vec<f64>| {
+            a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+            a
+        };
+        let sums = if b * c * row >= 1 << 16 && rayon::current_num_threads() > 1 {
+            src.par_chunks((c * row).max(1))
+                .take(b)
+                .fold(
+                    || vec![0.0f64; c],
+                    |mut acc, s| {
+                        sample(s, &mut acc);
+                        acc
+                    },
+                )
+                .reduce(|| vec![0.0f64; c], add)
+        } else {
+            let mut acc = vec![0.0f64; c];
+            for s in src.chunks((c * row).max(1)).take(b) {
+                sample(s, &mut acc);
             }
-        }
+            acc
+        };
         let sums: Vec<f32> = sums.into_iter().map(|v| v as f32).collect();
         FlexTensor::from_data(TensorData::new(sums, vec![c]))
+    }
+
+    /// `Σ xs` in f64 over eight lanes.
+    fn lane_sum(xs: &[f32]) -> f64 {
+        const L: usize = 8;
+        let mut acc = [0.0f64; L];
+        let mut chunks = xs.chunks_exact(L);
+        for ch in &mut chunks {
+            for l in 0..L {
+                acc[l] += ch[l] as f64;
+            }
+        }
+        acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>()
     }
 
     #[derive(Debug, Clone)]
@@ -434,5 +464,54 @@ mod tests {
         // channel o: Σ_b Σ_p (b·12 + o·4 + p) = 2·(4·o·4 + 6) + 4·12 = 32 o + 60
         let want: Vec<f32> = (0..3).map(|o| (32 * o + 60) as f32).collect();
         assert_eq!(sums.as_slice::<f32>().unwrap(), want.as_slice());
+    }
+
+    /// The parallel path (a gradient above the threshold, at 1–3 threads) and a strided view
+    /// against the sums written out in f64.
+    #[test]
+    fn channel_sums_on_the_parallel_path_and_strided_views() {
+        let (b, c, h, w) = (32, 5, 33, 17);
+        let v: Vec<f32> = (0..b * c * h * w)
+            .map(|i| ((i as f32 * 0.618_034).fract() - 0.3) * 2.0)
+            .collect();
+        let mut want = vec![0.0f64; c];
+        for (i, &x) in v.iter().enumerate() {
+            want[(i / (h * w)) % c] += x as f64;
+        }
+        let t =
+            burn::backend::flex::FlexTensor::from_data(TensorData::new(v.clone(), [b, c, h, w]));
+        let check = |got: &burn::backend::flex::FlexTensor, what: &str| {
+            for (o, (g, w)) in got.as_slice::<f32>().unwrap().iter().zip(&want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "{what}: channel {o}: {g} vs {w}"
+                );
+            }
+        };
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            check(
+                &pool.install(|| flex::channel_sums(&t)),
+                &format!("{threads} threads"),
+            );
+        }
+        // the same values stored as [b, c, w, h] and seen through swap_dims(2, 3)
+        let swapped: Vec<f32> = (0..v.len())
+            .map(|i| {
+                let (y, x, rest) = (i % h, (i / h) % w, i / (h * w));
+                v[rest * h * w + y * w + x]
+            })
+            .collect();
+        let st = Tensor::<Flex, 4>::from_data(
+            TensorData::new(swapped, [b, c, w, h]),
+            &Default::default(),
+        )
+        .swap_dims(2, 3)
+        .into_primitive()
+        .tensor();
+        check(&flex::channel_sums(&st), "strided view");
     }
 }

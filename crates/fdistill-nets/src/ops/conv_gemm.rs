@@ -22,6 +22,7 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Shapes and options of one convolution (ungrouped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +140,12 @@ impl Runs {
 /// `X_col` of one sample: `x` is `[c_in, h, w]`, `col` is `[c_in k_h k_w, h' w']`, every
 /// entry written.
 pub fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
-    im2col_runs(g, &Runs::new(g), x, col, true);
+    im2col_runs(g, &Runs::new(g), x, col);
 }
 
-/// [`im2col`] with the runs given; with `zero == false` the entries that read outside the image
-/// are left as they are (a buffer zeroed once keeps them zero: they depend on the geometry
-/// only).
-fn im2col_runs(g: &Geometry, r: &Runs, x: &[f32], col: &mut [f32], zero: bool) {
+/// [`im2col`] with the runs given (the entries that read outside the image are written as
+/// zeros: `col` may hold anything).
+fn im2col_runs(g: &Geometry, r: &Runs, x: &[f32], col: &mut [f32]) {
     let (ow, sp, sx) = (r.ow, r.sp, g.stride[1]);
     debug_assert_eq!(x.len(), g.c_in * g.h * g.w);
     debug_assert_eq!(col.len(), g.col_len() * sp);
@@ -157,16 +157,12 @@ fn im2col_runs(g: &Geometry, r: &Runs, x: &[f32], col: &mut [f32], zero: bool) {
         for &(ylo, yhi, iy0) in &r.ys {
             for &(lo, hi, ix0) in &r.xs {
                 let dst = rows.next().expect("one row per (channel, tap)");
-                if zero {
-                    dst[..ylo * ow].fill(0.0);
-                    dst[yhi * ow..].fill(0.0);
-                }
+                dst[..ylo * ow].fill(0.0);
+                dst[yhi * ow..].fill(0.0);
                 for oy in ylo..yhi {
                     let seg = &mut dst[oy * ow..(oy + 1) * ow];
-                    if zero {
-                        seg[..lo].fill(0.0);
-                        seg[hi..].fill(0.0);
-                    }
+                    seg[..lo].fill(0.0);
+                    seg[hi..].fill(0.0);
                     let iy = iy0 + (oy - ylo) * g.stride[0];
                     let src = &plane[iy * g.w..(iy + 1) * g.w];
                     if sx == 1 {
@@ -219,8 +215,33 @@ fn col2im_runs(g: &Geometry, r: &Runs, col: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// Per-sample scratch of [`backward`]: `X_col` and `Wᵀ ∂Y_b`.
-type Bufs = (Vec<f32>, Vec<f32>);
+thread_local! {
+    /// This thread's scratch of [`forward`] and [`backward`] (`X_col` and `Wᵀ ∂Y_b`), kept
+    /// between calls at the largest size seen.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` on two scratch buffers of `n0` and `n1` values with arbitrary contents: this
+/// thread's, or fresh ones if they are in use (a kernel that waits inside a parallel GEMM may
+/// run another kernel's task meanwhile).
+///
+/// Why: a fresh zeroed buffer per call or per rayon task (a `calloc` and a `memset` of up to a
+/// few MiB) was a visible share of a two-thread step (docs/performance.md, change 11).
+fn with_scratch<R>(n0: usize, n1: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            if a.len() < n0 {
+                a.resize(n0, 0.0);
+            }
+            if b.len() < n1 {
+                b.resize(n1, 0.0);
+            }
+            f(&mut a[..n0], &mut b[..n1])
+        }
+        Err(_) => f(&mut vec![0.0; n0], &mut vec![0.0; n1]),
+    })
+}
 
 /// A row-major matrix view: `data[r·rs + c·cs]` for `r < rows`, `c < cols`.
 #[derive(Debug, Clone, Copy)]
@@ -365,17 +386,18 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     let (xl, sp, cl) = (g.c_in * g.h * g.w, g.spatial_out(), g.col_len());
     let batch = x.len() / xl.max(1);
     assert_eq!(weight.len(), g.c_out * cl, "conv forward: weight shape");
-    let mut y = vec![0.0f32; batch * g.c_out * sp];
+    let mut y = super::par_zeros(batch * g.c_out * sp);
     if sp == 0 || g.c_out == 0 || xl == 0 {
         return y;
     }
     let (over_batch, par) = split(batch);
     let w = Mat::new(weight, g.c_out, cl);
     let runs = Runs::new(g);
-    // `col` buffers start zeroed and only the in-image entries are ever written
-    let one = |(xb, yb): (&[f32], &mut [f32]), col: &mut Vec<f32>| {
-        im2col_runs(g, &runs, xb, col, false);
-        matmul(yb, w, Mat::new(col, cl, sp), false, par);
+    let one = |(xb, yb): (&[f32], &mut [f32])| {
+        with_scratch(cl * sp, 0, |col, _| {
+            im2col_runs(g, &runs, xb, col);
+            matmul(yb, w, Mat::new(col, cl, sp), false, par);
+        });
         if let Some(bias) = bias {
             for (row, &b) in yb.chunks_exact_mut(sp).zip(bias) {
                 row.iter_mut().for_each(|v| *v += b);
@@ -385,12 +407,9 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     if over_batch {
         x.par_chunks(xl)
             .zip(y.par_chunks_mut(g.c_out * sp))
-            .for_each_init(|| vec![0.0f32; cl * sp], |col, pair| one(pair, col));
+            .for_each(one);
     } else {
-        let mut col = vec![0.0f32; cl * sp];
-        for pair in x.chunks(xl).zip(y.chunks_mut(g.c_out * sp)) {
-            one(pair, &mut col);
-        }
+        x.chunks(xl).zip(y.chunks_mut(g.c_out * sp)).for_each(one);
     }
     y
 }
@@ -414,60 +433,63 @@ pub fn backward(
     );
     let w = Mat::new(weight, g.c_out, cl);
     let (over_batch, par) = split(batch);
-    let mut dx = want_dx.then(|| vec![0.0f32; x.len()]);
+    let mut dx = want_dx.then(|| super::par_zeros(x.len()));
     let wl = if want_dw { g.c_out * cl } else { 0 };
     if sp == 0 || xl == 0 {
         // no output pixel: nothing depends on x or w
         return (dx, want_dw.then(|| vec![0.0f32; wl]));
     }
     let runs = Runs::new(g);
-    // One sample: dx_b = col2im(Wᵀ dy_b); dW += dy_b X_colᵀ. `bufs` = (X_col, Wᵀ dy_b); the
-    // first starts zeroed and only its in-image entries are written (as in `forward`).
-    let one = |xb: &[f32], dyb: &[f32], dxb: Option<&mut [f32]>, dw: &mut [f32], b: &mut Bufs| {
+    // One sample: dx_b = col2im(Wᵀ dy_b); dW += dy_b X_colᵀ, with the scratch X_col and Wᵀ dy_b.
+    let one = |xb: &[f32], dyb: &[f32], dxb: Option<&mut [f32]>, dw: &mut [f32]| {
         let dyb = Mat::new(dyb, g.c_out, sp);
-        if want_dw {
-            im2col_runs(g, &runs, xb, &mut b.0, false);
-            // `dw` is accumulated column-major (`[cl, c_out]` row-major, transposed once at the
-            // end): with a row-major destination the GEMM would pack the strided view X_colᵀ
-            // one scalar at a time, a third of the 32×32 teacher step (docs/performance.md,
-            // change 9); column-major, it reads X_colᵀ in place and packs only `dy_b`.
-            matmul_into(dw, (1, g.c_out), dyb, Mat::new(&b.0, cl, sp).t(), true, par);
-        }
-        if let Some(dxb) = dxb {
-            matmul(&mut b.1, w.t(), dyb, false, par);
-            col2im_runs(g, &runs, &b.1, dxb);
-        }
+        let (n_col, n_wdy) = (
+            if want_dw { cl * sp } else { 0 },
+            if dxb.is_some() { cl * sp } else { 0 },
+        );
+        with_scratch(n_col, n_wdy, |col, wdy| {
+            if want_dw {
+                im2col_runs(g, &runs, xb, col);
+                // `dw` is accumulated column-major (`[cl, c_out]` row-major, transposed once
+                // at the end): with a row-major destination the GEMM would pack the strided
+                // view X_colᵀ one scalar at a time, a third of the 32×32 teacher step
+                // (docs/performance.md, change 9); column-major, it reads X_colᵀ in place and
+                // packs only `dy_b`.
+                matmul_into(dw, (1, g.c_out), dyb, Mat::new(col, cl, sp).t(), true, par);
+            }
+            if let Some(dxb) = dxb {
+                matmul(wdy, w.t(), dyb, false, par);
+                col2im_runs(g, &runs, wdy, dxb);
+            }
+        });
     };
-    let bufs = || (vec![0.0f32; cl * sp], vec![0.0f32; cl * sp]);
     let dw = if over_batch {
-        let init = || (vec![0.0f32; wl], bufs());
-        let partial = |(mut dw, mut b): (Vec<f32>, Bufs), xb: &[f32], dyb: &[f32], dxb| {
-            one(xb, dyb, dxb, &mut dw, &mut b);
-            (dw, b)
+        let partial = |mut dw: Vec<f32>, xb: &[f32], dyb: &[f32], dxb| {
+            one(xb, dyb, dxb, &mut dw);
+            dw
         };
         let sum = |mut a: Vec<f32>, b: Vec<f32>| {
             a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
             a
         };
+        let zeros = || vec![0.0f32; wl];
         let pairs = x.par_chunks(xl).zip(dy.par_chunks(g.c_out * sp));
         match dx.as_mut() {
             Some(dx) => pairs
                 .zip(dx.par_chunks_mut(xl))
-                .fold(init, |acc, ((xb, dyb), dxb)| {
+                .fold(zeros, |acc, ((xb, dyb), dxb)| {
                     partial(acc, xb, dyb, Some(dxb))
                 })
-                .map(|(dw, _)| dw)
-                .reduce(|| vec![0.0f32; wl], sum),
+                .reduce(zeros, sum),
             None => pairs
-                .fold(init, |acc, (xb, dyb)| partial(acc, xb, dyb, None))
-                .map(|(dw, _)| dw)
-                .reduce(|| vec![0.0f32; wl], sum),
+                .fold(zeros, |acc, (xb, dyb)| partial(acc, xb, dyb, None))
+                .reduce(zeros, sum),
         }
     } else {
-        let (mut dw, mut b) = (vec![0.0f32; wl], bufs());
+        let mut dw = vec![0.0f32; wl];
         for (bi, (xb, dyb)) in x.chunks(xl).zip(dy.chunks(g.c_out * sp)).enumerate() {
             let dxb = dx.as_mut().map(|d| &mut d[bi * xl..(bi + 1) * xl]);
-            one(xb, dyb, dxb, &mut dw, &mut b);
+            one(xb, dyb, dxb, &mut dw);
         }
         dw
     };
@@ -643,6 +665,47 @@ mod tests {
             let (only_dx, none) = backward(&g, &x, &w, &c, true, false);
             assert!(none.is_none());
             assert_eq!(only_dx.unwrap(), dx);
+        }
+    }
+
+    /// The scratch buffers are reused with whatever the last call left in them: poisoned with
+    /// NaN first, every geometry still matches the definition (padding entries are rewritten),
+    /// and a call made while this thread's scratch is in use gets fresh buffers.
+    #[test]
+    fn reused_scratch_contents_never_leak_into_results() {
+        for (t, g) in geometries().into_iter().enumerate() {
+            let b = 2;
+            let x = values(b * g.c_in * g.h * g.w, 12);
+            let w = values(g.c_out * g.col_len(), 13);
+            let n = 4 * g.col_len() * g.spatial_out() + 64;
+            with_scratch(n, n, |a, c| {
+                a.fill(f32::NAN);
+                c.fill(f32::NAN);
+            });
+            let y = forward(&g, &x, &w, None);
+            let want = direct(&g, &x, &w, b);
+            for (i, (&a, &e)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (a as f64 - e).abs() < 1e-5 * (1.0 + e.abs()),
+                    "case {t} [{i}]: {a} vs {e}"
+                );
+            }
+            let c = values(y.len(), 14);
+            with_scratch(n, n, |a, d| {
+                a.fill(f32::NAN);
+                d.fill(f32::NAN);
+            });
+            let (dx, dw) = backward(&g, &x, &w, &c, true, true);
+            assert!(
+                dx.unwrap()
+                    .iter()
+                    .chain(&dw.unwrap())
+                    .all(|v| v.is_finite()),
+                "case {t}"
+            );
+            // nested: this thread's scratch is borrowed, the inner call allocates its own
+            let nested = with_scratch(8, 8, |_, _| forward(&g, &x, &w, None));
+            assert_eq!(nested, y, "case {t}: nested call");
         }
     }
 

@@ -351,7 +351,7 @@ mod flex {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (cg, hw) = (d.per_group(), d.hw);
         let n = cg * hw;
-        let mut y = vec![0.0f32; x.len()];
+        let mut y = super::super::par_zeros(x.len());
         let mut stats = vec![(0.0f32, 0.0f32); d.b * d.groups];
         y.par_chunks_mut(d.c * hw)
             .zip(stats.par_chunks_mut(d.groups))
@@ -402,7 +402,7 @@ mod flex {
     ) -> Grads5 {
         let (cg, hw, c) = (d.per_group(), d.hw, d.c);
         let n = cg * hw;
-        let mut dx = vec![0.0f32; x.len()];
+        let mut dx = super::super::par_zeros(x.len());
         // per (sample, channel): S¹ and S²
         let mut sums = vec![(0.0f64, 0.0f64); d.b * c];
         dx.par_chunks_mut(c * hw)

@@ -2,15 +2,19 @@
 //! and the MLPs: each is a standalone module or function with a plain tensor-op reference it is
 //! tested against (values and gradients). See `docs/performance.md`.
 
+pub mod concat;
 pub mod conv;
 #[cfg(feature = "flex")]
 pub mod conv_gemm;
 pub mod fast_exp;
 pub mod group_norm;
+pub mod resample;
 pub mod silu;
 
+pub use concat::cat_channels;
 pub use conv::{conv2d, conv2d_with};
 pub use group_norm::{GroupNorm, GroupNormConfig, group_norm, group_norm_reference};
+pub use resample::{avg_pool2, upsample_nearest2};
 pub use silu::silu;
 
 /// `T` as `U` when they are the same type (the caller compared their `TypeId`s): how the ops
@@ -42,4 +46,49 @@ fn values(t: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 #[cfg(feature = "flex")]
 fn flex_tensor(values: Vec<f32>, shape: Vec<usize>) -> burn::backend::flex::FlexTensor {
     burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
+}
+
+/// `n` zeros, written by the rayon pool when it has more than one thread and `n` is large.
+///
+/// Why: `vec![0.0; n]` is `calloc`, which zeroes a reused heap block with one `memset` on the
+/// calling thread; between the parallel kernels that thread is the only one running, so those
+/// `memset`s (and the first-touch page faults) were serial time in a two-thread step
+/// (docs/performance.md, change 11). Every kernel that fills its output by parallel chunks
+/// allocates it here.
+#[cfg(feature = "flex")]
+fn par_zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const SERIAL_BELOW: usize = 1 << 15;
+    const CHUNK: usize = 1 << 14;
+    if n < SERIAL_BELOW || rayon::current_num_threads() == 1 {
+        return vec![0.0; n];
+    }
+    let mut v = Vec::<f32>::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the capacity is `n` and every one of the `n` elements was written just above
+    unsafe { v.set_len(n) };
+    v
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    #[test]
+    fn par_zeros_is_all_zeros_at_every_size_and_thread_count() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for n in [0, 1, (1 << 15) - 1, 1 << 15, (1 << 16) + 7, 3 << 16] {
+                let v = pool.install(|| super::par_zeros(n));
+                assert_eq!(v.len(), n, "{threads} threads, n = {n}");
+                assert!(
+                    v.iter().all(|&x| x.to_bits() == 0),
+                    "{threads} threads, n = {n}"
+                );
+            }
+        }
+    }
 }
