@@ -333,7 +333,8 @@ pub fn dispatch_devices<T: DevicesTask>(
 #[cfg(feature = "flex")]
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 
-/// Runs `task` on the backend `spec` names.
+/// Runs `task` on the backend `spec` names. On flex the task runs on a thread of the CPU pool
+/// ([`on_cpu_pool`]), which is why it and its output must be `Send`.
 pub fn dispatch<T: BackendTask + Send>(spec: &DeviceSpec, task: T) -> Result<T::Output, DeviceError>
 where
     T::Output: Send,
