@@ -90,6 +90,7 @@ pub fn conv2d_with<B: Backend>(
 #[cfg(feature = "flex")]
 mod flex {
     use super::super::conv_gemm::{self, Geometry};
+    use super::super::group_norm::flex::lanes;
     use super::super::values;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -148,7 +149,7 @@ mod flex {
         let src = values(g);
         let sample = |s: &[f32], sums: &mut Vec<f64>| {
             for (o, acc) in sums.iter_mut().enumerate() {
-                *acc += lane_sum(&s[o * row..(o + 1) * row]);
+                *acc += lanes::sum(&s[o * row..(o + 1) * row], |v| v as f64);
             }
         };
         let add = |mut a: Vec<f64>, b: Vec<f64>| {
@@ -175,19 +176,6 @@ mod flex {
         };
         let sums: Vec<f32> = sums.into_iter().map(|v| v as f32).collect();
         FlexTensor::from_data(TensorData::new(sums, vec![c]))
-    }
-
-    /// `Σ xs` in f64 over eight lanes.
-    fn lane_sum(xs: &[f32]) -> f64 {
-        const L: usize = 8;
-        let mut acc = [0.0f64; L];
-        let mut chunks = xs.chunks_exact(L);
-        for ch in &mut chunks {
-            for l in 0..L {
-                acc[l] += ch[l] as f64;
-            }
-        }
-        acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>()
     }
 
     #[derive(Debug, Clone)]

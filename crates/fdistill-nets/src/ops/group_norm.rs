@@ -227,7 +227,7 @@ pub fn group_norm_reference<B: Backend>(
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(super) mod flex {
     //! The kernels on burn-flex tensors and their autodiff node.
 
     use super::super::{flex_tensor, values};
@@ -267,7 +267,7 @@ mod flex {
 
     /// Reductions split over eight independent accumulators, so that the loops vectorise
     /// (a single running sum is one dependent add per element) and round less.
-    mod lanes {
+    pub(in crate::ops) mod lanes {
         const L: usize = 8;
 
         /// `Σ f(x_i)` in f64.
