@@ -19,7 +19,6 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 
 use crate::edm_layers::{EdmConv2d, EdmGroupNorm, EdmLinear, LayerInit, Resample};
@@ -204,8 +203,9 @@ pub fn attention<B: Backend>(qkv: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
     let qkv = qkv.reshape([n, ch, 3, h * w]); // [b·heads, c/heads, 3, hw]
     let part = |i: usize| qkv.clone().narrow(2, i, 1).reshape([n, ch, h * w]); // [n, ch, hw]
     let (q, k, v) = (part(0), part(1), part(2));
-    let logits = q.swap_dims(1, 2).matmul(k).div_scalar((ch as f64).sqrt()); // [n, hw_q, hw_k]
-    let weights = softmax(logits, 2);
+    // 1/√c on k (EDM's order): a pass over [n, ch, hw] instead of the [n, hw, hw] logits
+    let logits = q.swap_dims(1, 2).matmul(k.div_scalar((ch as f64).sqrt())); // [n, hw_q, hw_k]
+    let weights = crate::ops::softmax_last(logits);
     v.matmul(weights.swap_dims(1, 2)) // [n, ch, hw_q]
         .reshape([b, c, h, w])
 }

@@ -9,8 +9,8 @@
 //!    \partial_x L = \operatorname{col2im}(W^\top \partial_Y L), $$
 //!
 //! where `col2im` adds every entry of a `[c_in k_h k_w, h' w']` matrix back onto the input
-//! pixel `im2col` read it from. Rows of `X_col` are runs of input rows, so for stride 1 both
-//! maps are slice copies and slice additions.
+//! pixel `im2col` read it from. Both go through a zero-padded copy of each input plane, so
+//! that a row of `X_col` is a fixed-offset read of it: for stride 1, runs of whole rows.
 //!
 //! **Why.** burn-flex 0.21's convolution builds NHWC `im2col` tiles element by element and
 //! writes the GEMM result back to NCHW with a channel-strided scatter; its input gradient is a
@@ -77,99 +77,56 @@ impl Geometry {
         self.c_in * self.k[0] * self.k[1]
     }
 
+    /// A 1×1 kernel with stride 1 and no padding: `X_col` is the input itself.
+    fn pointwise(&self) -> bool {
+        self.k == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
     fn spatial_out(&self) -> usize {
         let [oh, ow] = self.out();
         oh * ow
     }
-
-    fn spatial_out_dims(&self) -> [usize; 2] {
-        self.out()
-    }
-}
-
-/// One axis: the outputs `[lo, hi)` whose tap `k` reads inside the input (`n` long), and the
-/// input index of output `lo`: `o s + k d − p ∈ [0, n)`.
-fn valid(out: usize, n: usize, s: usize, p: usize, d: usize, k: usize) -> (usize, usize, usize) {
-    let off = (k * d) as isize - p as isize;
-    let lo = if off >= 0 {
-        0
-    } else {
-        (-off as usize).div_ceil(s)
-    };
-    let hi = if (n as isize) <= off {
-        0
-    } else {
-        ((n as isize - off) as usize).div_ceil(s)
-    };
-    let (lo, hi) = (lo.min(out), hi.min(out).max(lo.min(out)));
-    let first = if lo < hi {
-        (lo as isize * s as isize + off) as usize
-    } else {
-        0
-    };
-    (lo, hi, first)
-}
-
-/// Where the rows of `X_col` read, computed once per call: per kernel row the valid output
-/// rows, per kernel column the valid output columns (with the first input index of each).
-struct Runs {
-    ow: usize,
-    sp: usize,
-    ys: Vec<(usize, usize, usize)>,
-    xs: Vec<(usize, usize, usize)>,
-}
-
-impl Runs {
-    fn new(g: &Geometry) -> Self {
-        let [oh, ow] = g.spatial_out_dims();
-        let ys = (0..g.k[0])
-            .map(|ky| valid(oh, g.h, g.stride[0], g.padding[0], g.dilation[0], ky))
-            .collect();
-        let xs = (0..g.k[1])
-            .map(|kx| valid(ow, g.w, g.stride[1], g.padding[1], g.dilation[1], kx))
-            .collect();
-        Runs {
-            ow,
-            sp: oh * ow,
-            ys,
-            xs,
-        }
-    }
 }
 
 /// `X_col` of one sample: `x` is `[c_in, h, w]`, `col` is `[c_in k_h k_w, h' w']`, every
-/// entry written.
+/// entry written (`col` may hold anything).
+///
+/// Each input plane is copied once into a zero-padded plane `P` (`h_p × w_p`, `h_p = h + 2p_y`,
+/// `w_p = w + 2p_x`; its border is zeroed once per call and each plane rewrites only the
+/// interior); the row of tap `(k_y, k_x)` is then, for each output row `o_y`, the `w'` values
+/// of `P`'s row `o_y s_y + k_y d_y` from column `k_x d_x` in steps of `s_x`: no bounds tests,
+/// no fills, and for `s_x = 1` one contiguous run.
 pub fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
-    im2col_runs(g, &Runs::new(g), x, col);
-}
-
-/// [`im2col`] with the runs given (the entries that read outside the image are written as
-/// zeros: `col` may hold anything).
-fn im2col_runs(g: &Geometry, r: &Runs, x: &[f32], col: &mut [f32]) {
-    let (ow, sp, sx) = (r.ow, r.sp, g.stride[1]);
+    let [oh, ow] = g.out();
+    let sp = oh * ow;
     debug_assert_eq!(x.len(), g.c_in * g.h * g.w);
     debug_assert_eq!(col.len(), g.col_len() * sp);
     if sp == 0 {
         return;
     }
+    let ([py, px], [sy, sx], [dy, dx]) = (g.padding, g.stride, g.dilation);
+    let (hp, wp) = (g.h + 2 * py, g.w + 2 * px);
+    let padded = g.padding != [0, 0];
+    let mut pad = vec![0.0f32; if padded { hp * wp } else { 0 }];
     let mut rows = col.chunks_exact_mut(sp);
     for plane in x.chunks_exact(g.h * g.w) {
-        for &(ylo, yhi, iy0) in &r.ys {
-            for &(lo, hi, ix0) in &r.xs {
+        let p: &[f32] = if padded {
+            runs(&mut pad[py * wp + px..], wp, plane, g.w, g.w, g.h, false);
+            &pad
+        } else {
+            plane
+        };
+        for ky in 0..g.k[0] {
+            for kx in 0..g.k[1] {
                 let dst = rows.next().expect("one row per (channel, tap)");
-                dst[..ylo * ow].fill(0.0);
-                dst[yhi * ow..].fill(0.0);
-                for oy in ylo..yhi {
-                    let seg = &mut dst[oy * ow..(oy + 1) * ow];
-                    seg[..lo].fill(0.0);
-                    seg[hi..].fill(0.0);
-                    let iy = iy0 + (oy - ylo) * g.stride[0];
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    if sx == 1 {
-                        seg[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
-                    } else {
-                        for (j, v) in seg[lo..hi].iter_mut().enumerate() {
-                            *v = src[ix0 + j * sx];
+                let p = &p[ky * dy * wp + kx * dx..];
+                if sx == 1 {
+                    runs(dst, ow, p, sy * wp, ow, oh, false);
+                } else {
+                    for (oy, seg) in dst.chunks_exact_mut(ow).enumerate() {
+                        let src = &p[oy * sy * wp..];
+                        for (j, v) in seg.iter_mut().enumerate() {
+                            *v = src[j * sx];
                         }
                     }
                 }
@@ -179,36 +136,93 @@ fn im2col_runs(g: &Geometry, r: &Runs, x: &[f32], col: &mut [f32]) {
 }
 
 /// Adds every entry of `col` (`[c_in k_h k_w, h' w']`) onto the input pixel [`im2col`] reads
-/// it from; `dx` is `[c_in, h, w]` and is accumulated into.
+/// it from; `dx` is `[c_in, h, w]` and is accumulated into. The adjoint of [`im2col`]'s
+/// reads: each tap's values are added into a zeroed padded plane, whose interior is then
+/// added onto `dx`.
 pub fn col2im(g: &Geometry, col: &[f32], dx: &mut [f32]) {
-    col2im_runs(g, &Runs::new(g), col, dx);
-}
-
-fn col2im_runs(g: &Geometry, r: &Runs, col: &[f32], dx: &mut [f32]) {
-    let (ow, sp, sx) = (r.ow, r.sp, g.stride[1]);
+    let [oh, ow] = g.out();
+    let sp = oh * ow;
     debug_assert_eq!(dx.len(), g.c_in * g.h * g.w);
     debug_assert_eq!(col.len(), g.col_len() * sp);
     if sp == 0 {
         return;
     }
+    let ([py, px], [sy, sx], [dy, ddx]) = (g.padding, g.stride, g.dilation);
+    let (hp, wp) = (g.h + 2 * py, g.w + 2 * px);
+    let padded = g.padding != [0, 0];
+    let mut pad = vec![0.0f32; if padded { hp * wp } else { 0 }];
     let mut rows = col.chunks_exact(sp);
-    for plane in dx.chunks_exact_mut(g.h * g.w) {
-        for &(ylo, yhi, iy0) in &r.ys {
-            for &(lo, hi, ix0) in &r.xs {
+    let mut taps = |p: &mut [f32]| {
+        for ky in 0..g.k[0] {
+            for kx in 0..g.k[1] {
                 let src = rows.next().expect("one row per (channel, tap)");
-                for oy in ylo..yhi {
-                    let seg = &src[oy * ow + lo..oy * ow + hi];
-                    let iy = iy0 + (oy - ylo) * g.stride[0];
-                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    if sx == 1 {
-                        for (d, &v) in dst[ix0..ix0 + (hi - lo)].iter_mut().zip(seg) {
-                            *d += v;
-                        }
-                    } else {
+                let p = &mut p[ky * dy * wp + kx * ddx..];
+                if sx == 1 {
+                    runs(p, sy * wp, src, ow, ow, oh, true);
+                } else {
+                    for (oy, seg) in src.chunks_exact(ow).enumerate() {
+                        let dst = &mut p[oy * sy * wp..];
                         for (j, &v) in seg.iter().enumerate() {
-                            dst[ix0 + j * sx] += v;
+                            dst[j * sx] += v;
                         }
                     }
+                }
+            }
+        }
+    };
+    for plane in dx.chunks_exact_mut(g.h * g.w) {
+        if padded {
+            pad.fill(0.0);
+            taps(&mut pad);
+            runs(plane, g.w, &pad[py * wp + px..], wp, g.w, g.h, true);
+        } else {
+            taps(plane);
+        }
+    }
+}
+
+/// `rows` runs of `len` values: `dst[r·ds + j] = src[r·ss + j]` (or `+=` with `add`).
+///
+/// Why: the runs of the networks' images are 4–32 values, and a `memcpy`/`memset` call per
+/// run cost more than the copy (in a `perf` profile of the 16×16 teacher step, `im2col`,
+/// `col2im` and their `memcpy`/`memset` calls were a third of all samples; docs/performance.md,
+/// change 12). Runs of 4, 8, 16 or 32 are fixed-size array copies, which compile to a few
+/// vector moves.
+#[inline(always)]
+fn runs(dst: &mut [f32], ds: usize, src: &[f32], ss: usize, len: usize, rows: usize, add: bool) {
+    #[inline(always)]
+    fn fixed<const N: usize>(
+        dst: &mut [f32],
+        ds: usize,
+        src: &[f32],
+        ss: usize,
+        rows: usize,
+        add: bool,
+    ) {
+        for r in 0..rows {
+            let d: &mut [f32; N] = (&mut dst[r * ds..r * ds + N]).try_into().expect("N values");
+            let s: &[f32; N] = (&src[r * ss..r * ss + N]).try_into().expect("N values");
+            if add {
+                for j in 0..N {
+                    d[j] += s[j];
+                }
+            } else {
+                *d = *s;
+            }
+        }
+    }
+    match len {
+        4 => fixed::<4>(dst, ds, src, ss, rows, add),
+        8 => fixed::<8>(dst, ds, src, ss, rows, add),
+        16 => fixed::<16>(dst, ds, src, ss, rows, add),
+        32 => fixed::<32>(dst, ds, src, ss, rows, add),
+        _ => {
+            for r in 0..rows {
+                let (d, s) = (&mut dst[r * ds..r * ds + len], &src[r * ss..r * ss + len]);
+                if add {
+                    d.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+                } else {
+                    d.copy_from_slice(s);
                 }
             }
         }
@@ -392,12 +406,15 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) ->
     }
     let (over_batch, par) = split(batch);
     let w = Mat::new(weight, g.c_out, cl);
-    let runs = Runs::new(g);
     let one = |(xb, yb): (&[f32], &mut [f32])| {
-        with_scratch(cl * sp, 0, |col, _| {
-            im2col_runs(g, &runs, xb, col);
-            matmul(yb, w, Mat::new(col, cl, sp), false, par);
-        });
+        if g.pointwise() {
+            matmul(yb, w, Mat::new(xb, cl, sp), false, par);
+        } else {
+            with_scratch(cl * sp, 0, |col, _| {
+                im2col(g, xb, col);
+                matmul(yb, w, Mat::new(col, cl, sp), false, par);
+            });
+        }
         if let Some(bias) = bias {
             for (row, &b) in yb.chunks_exact_mut(sp).zip(bias) {
                 row.iter_mut().for_each(|v| *v += b);
@@ -439,17 +456,26 @@ pub fn backward(
         // no output pixel: nothing depends on x or w
         return (dx, want_dw.then(|| vec![0.0f32; wl]));
     }
-    let runs = Runs::new(g);
     // One sample: dx_b = col2im(Wᵀ dy_b); dW += dy_b X_colᵀ, with the scratch X_col and Wᵀ dy_b.
     let one = |xb: &[f32], dyb: &[f32], dxb: Option<&mut [f32]>, dw: &mut [f32]| {
         let dyb = Mat::new(dyb, g.c_out, sp);
+        if g.pointwise() {
+            // X_col = x_b and col2im is the identity
+            if want_dw {
+                matmul_into(dw, (1, g.c_out), dyb, Mat::new(xb, cl, sp).t(), true, par);
+            }
+            if let Some(dxb) = dxb {
+                matmul(dxb, w.t(), dyb, false, par);
+            }
+            return;
+        }
         let (n_col, n_wdy) = (
             if want_dw { cl * sp } else { 0 },
             if dxb.is_some() { cl * sp } else { 0 },
         );
         with_scratch(n_col, n_wdy, |col, wdy| {
             if want_dw {
-                im2col_runs(g, &runs, xb, col);
+                im2col(g, xb, col);
                 // `dw` is accumulated column-major (`[cl, c_out]` row-major, transposed once
                 // at the end): with a row-major destination the GEMM would pack the strided
                 // view X_colᵀ one scalar at a time, a third of the 32×32 teacher step
@@ -459,7 +485,7 @@ pub fn backward(
             }
             if let Some(dxb) = dxb {
                 matmul(wdy, w.t(), dyb, false, par);
-                col2im_runs(g, &runs, wdy, dxb);
+                col2im(g, wdy, dxb);
             }
         });
     };
@@ -564,6 +590,15 @@ mod tests {
             g(2, 6, 7, 2, [3, 2], [2, 1], [0, 2], [2, 1]),
             g(1, 4, 4, 2, [5, 5], [1, 1], [0, 0], [1, 1]), // kernel larger than the image: h' = 0
             g(2, 3, 9, 3, [3, 3], [1, 3], [2, 2], [1, 2]),
+            // stride 1 with the fixed-size runs of 4, 8, 16, 32 (the networks' image widths)
+            g(1, 4, 4, 2, [3, 3], [1, 1], [1, 1], [1, 1]),
+            g(2, 8, 8, 3, [3, 3], [1, 1], [1, 1], [1, 1]),
+            g(2, 5, 16, 2, [3, 3], [1, 1], [1, 1], [1, 1]),
+            g(1, 3, 32, 2, [3, 3], [1, 1], [1, 1], [1, 1]),
+            // stride 1: dilated and padded; unpadded 3×3; a padded 1×1
+            g(2, 6, 9, 2, [3, 3], [1, 1], [2, 1], [2, 1]),
+            g(2, 6, 8, 2, [3, 3], [1, 1], [0, 0], [1, 1]),
+            g(2, 4, 4, 2, [1, 1], [1, 1], [1, 1], [1, 1]),
         ]
     }
 

@@ -10,12 +10,14 @@ pub mod fast_exp;
 pub mod group_norm;
 pub mod resample;
 pub mod silu;
+pub mod softmax;
 
 pub use concat::cat_channels;
 pub use conv::{conv2d, conv2d_with};
 pub use group_norm::{GroupNorm, GroupNormConfig, group_norm, group_norm_reference};
 pub use resample::{avg_pool2, upsample_nearest2};
 pub use silu::silu;
+pub use softmax::softmax_last;
 
 /// `T` as `U` when they are the same type (the caller compared their `TypeId`s): how the ops
 /// pick their CPU kernels without a trait bound on the backend.
