@@ -206,7 +206,7 @@ mod flex {
     }
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
