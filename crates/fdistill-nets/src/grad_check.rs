@@ -41,3 +41,16 @@ pub fn gradient_norms<B: AutodiffBackend, M: Module<B>>(
     module.visit(&mut v);
     v.out
 }
+
+/// Central differences `(f(x + h eᵢ) − f(x − h eᵢ)) / 2h` for every coordinate `i` of `x`: the
+/// independent check of a hand-written backward (truncation error `O(h²)`).
+pub fn central_differences(f: impl Fn(&[f32]) -> f64, x: &[f32], h: f32) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| {
+            let (mut p, mut m) = (x.to_vec(), x.to_vec());
+            p[i] += h;
+            m[i] -= h;
+            (f(&p) - f(&m)) / (2.0 * h as f64)
+        })
+        .collect()
+}

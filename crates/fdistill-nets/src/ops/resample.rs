@@ -132,57 +132,37 @@ mod flex {
         dst
     }
 
-    /// One plane `[h, w]` → `[2h, 2w]`.
-    fn up_plane(x: &[f32], y: &mut [f32], w: usize) {
-        for (xr, yr) in x.chunks_exact(w).zip(y.chunks_exact_mut(4 * w)) {
-            let (top, bottom) = yr.split_at_mut(2 * w);
-            for (pair, &v) in top.chunks_exact_mut(2).zip(xr) {
-                pair[0] = v;
-                pair[1] = v;
-            }
-            bottom.copy_from_slice(top);
-        }
-    }
-
-    /// The upsampling's backward on one plane: `dy` `[2h, 2w]` → `dx` `[h, w]`.
-    fn up_plane_backward(dy: &[f32], dx: &mut [f32], w: usize) {
-        for (dxr, dyr) in dx.chunks_exact_mut(w).zip(dy.chunks_exact(4 * w)) {
-            let (top, bottom) = dyr.split_at(2 * w);
-            for ((d, t), b) in dxr
+    /// One plane of 2×2 block sums: `dst[i, j] = scale · Σ_{a, b ∈ {0, 1}} src[2i + a, 2j + b]`,
+    /// `src` with rows of `ws` values and `dst` with rows of `⌊ws/2⌋` (an odd last row or
+    /// column of `src` is not read). The pooling's forward (`scale` ¼) and the upsampling's
+    /// backward (`scale` 1).
+    fn sum_blocks(src: &[f32], dst: &mut [f32], ws: usize, scale: f32) {
+        let wd = ws / 2;
+        for (i, dr) in dst.chunks_exact_mut(wd).enumerate() {
+            let top = &src[2 * i * ws..2 * i * ws + 2 * wd];
+            let bottom = &src[(2 * i + 1) * ws..(2 * i + 1) * ws + 2 * wd];
+            for ((d, t), b) in dr
                 .iter_mut()
                 .zip(top.chunks_exact(2))
                 .zip(bottom.chunks_exact(2))
             {
-                *d = (t[0] + t[1]) + (b[0] + b[1]);
+                *d = ((t[0] + t[1]) + (b[0] + b[1])) * scale;
             }
         }
     }
 
-    /// One plane `[h, w]` → `[⌊h/2⌋, ⌊w/2⌋]`.
-    fn pool_plane(x: &[f32], y: &mut [f32], w: usize) {
-        let wo = w / 2;
-        for (i, yr) in y.chunks_exact_mut(wo).enumerate() {
-            let top = &x[2 * i * w..2 * i * w + 2 * wo];
-            let bottom = &x[(2 * i + 1) * w..(2 * i + 1) * w + 2 * wo];
-            for ((d, t), b) in yr
-                .iter_mut()
-                .zip(top.chunks_exact(2))
-                .zip(bottom.chunks_exact(2))
-            {
-                *d = ((t[0] + t[1]) + (b[0] + b[1])) * 0.25;
-            }
-        }
-    }
-
-    /// The pooling's backward on one plane: `dy` `[⌊h/2⌋, ⌊w/2⌋]` → `dx` `[h, w]` (zeroed).
-    fn pool_plane_backward(dy: &[f32], dx: &mut [f32], w: usize) {
-        let wo = w / 2;
-        for (i, dyr) in dy.chunks_exact(wo).enumerate() {
+    /// The adjoint of [`sum_blocks`]: `dst[2i + a, 2j + b] = scale · src[i, j]`, `dst` with rows
+    /// of `wd` values and `src` with rows of `⌊wd/2⌋` (an odd last row or column of `dst` is
+    /// left as it is: zero). The upsampling's forward (`scale` 1) and the pooling's backward
+    /// (`scale` ¼).
+    fn spread_blocks(src: &[f32], dst: &mut [f32], wd: usize, scale: f32) {
+        let ws = wd / 2;
+        for (i, sr) in src.chunks_exact(ws).enumerate() {
             for r in [2 * i, 2 * i + 1] {
-                let row = &mut dx[r * w..r * w + 2 * wo];
-                for (pair, &g) in row.chunks_exact_mut(2).zip(dyr) {
-                    pair[0] = 0.25 * g;
-                    pair[1] = 0.25 * g;
+                let row = &mut dst[r * wd..r * wd + 2 * ws];
+                for (pair, &v) in row.chunks_exact_mut(2).zip(sr) {
+                    pair[0] = scale * v;
+                    pair[1] = scale * v;
                 }
             }
         }
@@ -193,9 +173,9 @@ mod flex {
         let [b, c, h, w] = shape;
         let [ho, wo] = out_hw(kind, h, w);
         match kind {
-            Kind::Up => per_plane(x, b * c, ho * wo, |s, d| up_plane(s, d, w)),
+            Kind::Up => per_plane(x, b * c, ho * wo, |s, d| spread_blocks(s, d, wo, 1.0)),
             Kind::Pool if wo == 0 => vec![0.0; b * c * ho * wo],
-            Kind::Pool => per_plane(x, b * c, ho * wo, |s, d| pool_plane(s, d, w)),
+            Kind::Pool => per_plane(x, b * c, ho * wo, |s, d| sum_blocks(s, d, w, 0.25)),
         }
     }
 
@@ -209,9 +189,9 @@ mod flex {
             "resample backward: gradient shape"
         );
         match kind {
-            Kind::Up => per_plane(dy, b * c, h * w, |s, d| up_plane_backward(s, d, w)),
+            Kind::Up => per_plane(dy, b * c, h * w, |s, d| sum_blocks(s, d, 2 * w, 1.0)),
             Kind::Pool if wo == 0 || ho == 0 => vec![0.0; b * c * h * w],
-            Kind::Pool => per_plane(dy, b * c, h * w, |s, d| pool_plane_backward(s, d, w)),
+            Kind::Pool => per_plane(dy, b * c, h * w, |s, d| spread_blocks(s, d, w, 0.25)),
         }
     }
 

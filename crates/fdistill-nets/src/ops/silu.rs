@@ -262,12 +262,8 @@ mod tests {
         let wt = Tensor::<A, 1>::from_floats(w.as_slice(), &device);
         let grads = (silu(xt.clone()) * wt).sum().backward();
         let g = host(xt.grad(&grads).unwrap());
-        let h = 1e-2f32;
-        for i in 0..x.len() {
-            let (mut p, mut m) = (x.clone(), x.clone());
-            p[i] += h;
-            m[i] -= h;
-            let fd = (loss(&p) - loss(&m)) / (2.0 * h as f64);
+        let fds = crate::grad_check::central_differences(loss, &x, 1e-2);
+        for (i, &fd) in fds.iter().enumerate() {
             assert!(
                 (g[i] as f64 - fd).abs() < 1e-4,
                 "∂L/∂x[{i}] = {}, central difference {fd}",

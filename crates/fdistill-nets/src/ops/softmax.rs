@@ -117,12 +117,11 @@ mod flex {
 
     /// One row: `dx = y (dy − Σ dy y)`.
     fn backward_row(y: &[f32], dy: &[f32], dx: &mut [f32]) {
-        let (mut acc, mut k) = ([0.0f32; 8], 0);
-        for (&a, &b) in y.iter().zip(dy) {
-            acc[k] += a * b;
-            k = (k + 1) & 7;
-        }
-        let dot: f32 = acc.iter().sum();
+        let dot = y
+            .iter()
+            .zip(dy)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>() as f32;
         for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
             *d = yv * (g - dot);
         }
@@ -328,12 +327,8 @@ mod tests {
             xt.grad(&(softmax_last(xt.clone()) * wt).sum().backward())
                 .unwrap(),
         );
-        let h = 1e-2f32;
-        for i in 0..x.len() {
-            let (mut p, mut m) = (x.clone(), x.clone());
-            p[i] += h;
-            m[i] -= h;
-            let fd = (loss(&p) - loss(&m)) / (2.0 * h as f64);
+        let fds = crate::grad_check::central_differences(loss, &x, 1e-2);
+        for (i, &fd) in fds.iter().enumerate() {
             assert!(
                 (g[i] as f64 - fd).abs() < 1e-4,
                 "∂L/∂x[{i}] = {}, fd {fd}",
