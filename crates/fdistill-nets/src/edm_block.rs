@@ -22,6 +22,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::edm_layers::{EdmConv2d, EdmGroupNorm, EdmLinear, LayerInit, Resample};
+use crate::ops::scaled_sum;
 use crate::state_dict::{EdmMapper, EdmNamed, sub_name};
 
 /// Settings shared by every block of one network (EDM's `block_kwargs`).
@@ -160,25 +161,25 @@ impl<B: Backend> UNetBlock<B> {
     /// - returns `[b, out, h', w']` (`h' = 2h` up, `h/2` down, else `h`)
     pub fn forward(&self, x: Tensor<B, 4>, emb: Tensor<B, 2>) -> Tensor<B, 4> {
         let h = self.conv0.forward(self.norm0.forward_silu(x.clone())); // [b, out, h', w']
-        let [b, c, _, _] = h.dims();
+        let [_, c, _, _] = h.dims();
         let p = self.affine.forward(emb); // [b, 2c] or [b, c]
         let h = if self.adaptive_scale {
             let scale = p.clone().narrow(1, 0, c); // [b, c]
             let shift = p.narrow(1, c, c); // [b, c]
             self.norm1.forward_modulated_silu(h, scale, shift)
         } else {
-            self.norm1.forward_silu(h + p.reshape([b, c, 1, 1]))
+            self.norm1.forward_injected_silu(h, p) // GN(h + p): the injection fused
         };
         let h = self.conv1.forward(self.dropout.forward(h)); // [b, out, h', w']
         let skip = match &self.skip {
             Some(s) => s.forward(x),
             None => x,
         };
-        let h = (h + skip).mul_scalar(self.skip_scale);
+        let h = scaled_sum(h, skip, self.skip_scale);
         match (&self.norm2, &self.qkv, &self.proj) {
             (Some(norm2), Some(qkv), Some(proj)) => {
                 let a = attention(qkv.forward(norm2.forward(h.clone())), self.heads); // [b, out, h', w']
-                (proj.forward(a) + h).mul_scalar(self.skip_scale)
+                scaled_sum(proj.forward(a), h, self.skip_scale)
             }
             _ => h,
         }
@@ -186,7 +187,8 @@ impl<B: Backend> UNetBlock<B> {
 }
 
 /// Multi-head self-attention over the pixels, from the `qkv` projection laid out as EDM's
-/// (`[head][channel][q|k|v]` along the channel axis):
+/// (`[head][channel][q|k|v]` along the channel axis): [`crate::ops::attention()`], one node
+/// with a hand-written backward on the CPU backend.
 ///
 /// $$ a_{n} = V_n \operatorname{softmax}\\!\big(Q_n^\top K_n / \sqrt{c}\big)^\top $$
 ///
@@ -196,18 +198,7 @@ impl<B: Backend> UNetBlock<B> {
 /// # Shapes
 /// - `qkv`: `[b, 3C, h, w]`; returns `[b, C, h, w]`
 pub fn attention<B: Backend>(qkv: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
-    let [b, c3, h, w] = qkv.dims();
-    let c = c3 / 3;
-    let ch = c / heads;
-    let n = b * heads;
-    let qkv = qkv.reshape([n, ch, 3, h * w]); // [b·heads, c/heads, 3, hw]
-    let part = |i: usize| qkv.clone().narrow(2, i, 1).reshape([n, ch, h * w]); // [n, ch, hw]
-    let (q, k, v) = (part(0), part(1), part(2));
-    // 1/√c on k (EDM's order): a pass over [n, ch, hw] instead of the [n, hw, hw] logits
-    let logits = q.swap_dims(1, 2).matmul(k.div_scalar((ch as f64).sqrt())); // [n, hw_q, hw_k]
-    let weights = crate::ops::softmax_last(logits);
-    v.matmul(weights.swap_dims(1, 2)) // [n, ch, hw_q]
-        .reshape([b, c, h, w])
+    crate::ops::attention(qkv, heads)
 }
 
 impl<B: Backend> EdmNamed<B> for UNetBlock<B> {
@@ -240,47 +231,6 @@ mod tests {
     use burn::tensor::Distribution;
 
     type B = Flex;
-
-    #[test]
-    fn attention_matches_a_scalar_computation_with_interleaved_heads() {
-        let _rng = crate::test_rng::seeded(100);
-        // Two heads of two channels on 3 pixels: channel index of (head, c, part) is
-        // head·(2·3) + c·3 + part.
-        let device = Default::default();
-        let (heads, ch, hw) = (2, 2, 3);
-        let cc = heads * ch;
-        let qkv =
-            Tensor::<B, 4>::random([1, 3 * cc, 1, hw], Distribution::Normal(0.0, 1.0), &device);
-        let v = qkv.clone().into_data().to_vec::<f32>().unwrap();
-        let at = |head: usize, c: usize, part: usize, p: usize| {
-            v[((head * ch + c) * 3 + part) * hw + p] as f64
-        };
-        let got = attention(qkv, heads).into_data().to_vec::<f32>().unwrap();
-        for head in 0..heads {
-            for i in 0..hw {
-                let logits: Vec<f64> = (0..hw)
-                    .map(|j| {
-                        (0..ch)
-                            .map(|c| at(head, c, 0, i) * at(head, c, 1, j))
-                            .sum::<f64>()
-                            / (ch as f64).sqrt()
-                    })
-                    .collect();
-                let m = logits.iter().cloned().fold(f64::MIN, f64::max);
-                let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
-                for c in 0..ch {
-                    let want: f64 = (0..hw)
-                        .map(|j| (logits[j] - m).exp() / z * at(head, c, 2, j))
-                        .sum();
-                    let g = got[(head * ch + c) * hw + i] as f64;
-                    assert!(
-                        (g - want).abs() < 1e-5,
-                        "head {head} c {c} pixel {i}: {g} vs {want}"
-                    );
-                }
-            }
-        }
-    }
 
     fn kind(adaptive: bool) -> BlockKind {
         use crate::edm_layers::InitMode;

@@ -22,7 +22,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::ops;
+use crate::ops::{self, Modulation};
 use crate::state_dict::{EdmMapper, EdmNamed, StateTensor, sub_name};
 
 /// GroupNorm group count of the EDM family: `min(32, C / 4)`.
@@ -336,7 +336,8 @@ impl<B: Backend> EdmNamed<B> for EdmConv2d<B> {
 ///
 /// `μ_g`, `σ_g²` the mean and (biased) variance over each group's channels and pixels.
 /// Every EDM block normalises through this type. It runs the fused op of
-/// [`crate::ops::group_norm()`] (GroupNorm, the optional per-sample `· (1 + s) + t` and SiLU as one
+/// [`crate::ops::group_norm()`] (GroupNorm, the optional per-sample injection `x + e` or
+/// `· (1 + s) + t`, and SiLU as one
 /// node with a hand-written backward on the CPU backend; burn's tensor ops elsewhere) on its
 /// own parameters, which keep EDM's names `weight`, `bias`.
 #[derive(Module, Debug)]
@@ -367,12 +368,7 @@ impl<B: Backend> EdmGroupNorm<B> {
         self.groups
     }
 
-    fn run(
-        &self,
-        x: Tensor<B, 4>,
-        modulation: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
-        act: bool,
-    ) -> Tensor<B, 4> {
+    fn run(&self, x: Tensor<B, 4>, modulation: Modulation<B>, act: bool) -> Tensor<B, 4> {
         let [_, c, _, _] = x.dims();
         let [channels] = self.weight.dims();
         assert_eq!(
@@ -395,7 +391,7 @@ impl<B: Backend> EdmGroupNorm<B> {
     /// # Shapes
     /// - `x`: `[b, c, h, w]`; returns `[b, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.run(x, None, false)
+        self.run(x, Modulation::None, false)
     }
 
     /// `silu(GN(x))`.
@@ -403,7 +399,16 @@ impl<B: Backend> EdmGroupNorm<B> {
     /// # Shapes
     /// - `x`: `[b, c, h, w]`; returns `[b, c, h, w]`
     pub fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.run(x, None, true)
+        self.run(x, Modulation::None, true)
+    }
+
+    /// `silu(GN(x + e))`, `e` per sample and channel broadcast over the pixels (the additive
+    /// injection of the noise embedding in DDPM++ / NCSN++ blocks), fused into one op.
+    ///
+    /// # Shapes
+    /// - `x`: `[b, c, h, w]`, `e`: `[b, c]`; returns `[b, c, h, w]`
+    pub fn forward_injected_silu(&self, x: Tensor<B, 4>, e: Tensor<B, 2>) -> Tensor<B, 4> {
+        self.run(x, Modulation::Add(e), true)
     }
 
     /// `silu(GN(x) · (1 + scale) + shift)`, scale and shift per sample and channel (ADM's
@@ -417,19 +422,18 @@ impl<B: Backend> EdmGroupNorm<B> {
         scale: Tensor<B, 2>,
         shift: Tensor<B, 2>,
     ) -> Tensor<B, 4> {
-        self.run(x, Some((scale, shift)), true)
+        self.run(x, Modulation::ScaleShift(scale, shift), true)
     }
 
     /// The same map in plain tensor ops, [`ops::group_norm_reference`]: what the fused path is
     /// tested against.
     ///
     /// # Shapes
-    /// - as [`forward_modulated_silu`](Self::forward_modulated_silu) (`modulation`: scale,
-    ///   shift `[b, c]` each)
+    /// - `x`: `[b, c, h, w]`, the [`Modulation`]'s terms `[b, c]` each; returns `[b, c, h, w]`
     pub fn forward_reference(
         &self,
         x: Tensor<B, 4>,
-        modulation: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+        modulation: Modulation<B>,
         act: bool,
     ) -> Tensor<B, 4> {
         ops::group_norm_reference(
@@ -643,16 +647,7 @@ mod tests {
         t.into_data().convert::<f32>().to_vec().unwrap()
     }
 
-    fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
-        assert_eq!(got.len(), want.len(), "{name}: lengths");
-        let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= tol * scale,
-                "{name}[{i}]: {g} vs {w} (scale {scale})"
-            );
-        }
-    }
+    use crate::grad_check::assert_close;
 
     /// A fixed, non-trivial cotangent for `L = Σ y ⊙ w`.
     fn cotangent<Bk: Backend>(dims: [usize; 4], device: &Bk::Device) -> Tensor<Bk, 4> {
@@ -663,7 +658,7 @@ mod tests {
 
     /// EDM's GroupNorm (`min(32, C/4)` groups, names `weight`/`bias`, ε = 10⁻⁶) through the
     /// fused op equals the plain tensor-op formula in value and in the gradients of the input,
-    /// `weight`, `bias` and the modulation, in all three forms the networks use.
+    /// `weight`, `bias` and the modulation, in all four forms the networks use.
     #[test]
     fn fused_group_norm_equals_the_plain_formula_with_gradients() {
         let _rng = crate::test_rng::seeded(5);
@@ -684,19 +679,27 @@ mod tests {
         let x = Tensor::<A, 4>::random([b, c, h, w], Distribution::Uniform(0.5, 3.0), &device);
         // scale and shift as the ADM block makes them: narrowed views of one projection
         let p = Tensor::<A, 2>::random([b, 2 * c], Distribution::Uniform(-0.5, 0.5), &device);
-        for form in 0..3 {
+        // 0: GN, 1: silu(GN), 2: ADM's silu(GN·(1 + s) + t), 3: DDPM++'s silu(GN(x + e))
+        for form in 0..4 {
             let run = |fused: bool| {
                 let x = x.clone().detach().require_grad();
                 let p = p.clone().detach().require_grad();
-                let m = (form == 2).then(|| (p.clone().narrow(1, 0, c), p.clone().narrow(1, c, c)));
+                let m = match form {
+                    2 => {
+                        Modulation::ScaleShift(p.clone().narrow(1, 0, c), p.clone().narrow(1, c, c))
+                    }
+                    3 => Modulation::Add(p.clone().narrow(1, c, c)),
+                    _ => Modulation::None,
+                };
                 let act = form > 0;
                 let y = if !fused {
                     gn.forward_reference(x.clone(), m, act)
                 } else {
                     match m {
-                        Some((s, t)) => gn.forward_modulated_silu(x.clone(), s, t),
-                        None if act => gn.forward_silu(x.clone()),
-                        None => gn.forward(x.clone()),
+                        Modulation::ScaleShift(s, t) => gn.forward_modulated_silu(x.clone(), s, t),
+                        Modulation::Add(e) => gn.forward_injected_silu(x.clone(), e),
+                        Modulation::None if act => gn.forward_silu(x.clone()),
+                        Modulation::None => gn.forward(x.clone()),
                     }
                 };
                 let grads = (y.clone() * cotangent::<A>([b, c, h, w], &device))
@@ -718,11 +721,11 @@ mod tests {
             assert_close(&format!("dbias, form {form}"), &fast.3, &plain.3, 1e-4);
             assert_eq!(
                 fast.4.is_empty(),
-                form != 2,
+                form < 2,
                 "modulation gradient, form {form}"
             );
             assert_close(
-                &format!("dscale|dshift, form {form}"),
+                &format!("dscale|dshift|de, form {form}"),
                 &fast.4,
                 &plain.4,
                 1e-4,

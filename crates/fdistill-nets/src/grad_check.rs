@@ -1,4 +1,5 @@
-//! Test helper: which float parameters of a module received a nonzero gradient.
+//! Test helpers: which float parameters of a module received a nonzero gradient, central
+//! differences, and the closeness check of a kernel against its reference.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
@@ -53,4 +54,17 @@ pub fn central_differences(f: impl Fn(&[f32]) -> f64, x: &[f32], h: f32) -> Vec<
             (f(&p) - f(&m)) / (2.0 * h as f64)
         })
         .collect()
+}
+
+/// Panics unless `got` and `want` have the same length and agree to `tol` times the largest
+/// `|want|` (at least 10⁻³): the comparison of a fused kernel with its tensor-op reference.
+pub fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * scale,
+            "{name}[{i}]: {g} vs {w} (scale {scale})"
+        );
+    }
 }

@@ -386,7 +386,11 @@ impl<B: Backend> SongUNet<B> {
                 *skips.last_mut().expect("the down block's output") = h.clone();
             }
             if let Some(aux_residual) = &level.aux_residual {
-                h = (h + aux_residual.forward(aux)).mul_scalar(std::f64::consts::FRAC_1_SQRT_2);
+                h = crate::ops::scaled_sum(
+                    h,
+                    aux_residual.forward(aux),
+                    std::f64::consts::FRAC_1_SQRT_2,
+                );
                 aux = h.clone();
                 *skips.last_mut().expect("the down block's output") = h.clone();
             }

@@ -13,7 +13,8 @@
 //! a tensor feeds two ops — walks it element by element (`StridedIter`), on the calling
 //! thread: 13 % of that thread's samples in a two-thread teacher step (docs/performance.md,
 //! change 11). Here the gradient is split into two contiguous tensors by whole per-sample
-//! runs (`memcpy`).
+//! runs, and both directions copy by samples over the rayon pool from 2¹⁵ values (they were
+//! serial time between the parallel kernels; change 13).
 //!
 //! On `Autodiff<Flex>` and `Flex` it runs the kernels below; on every other backend it is
 //! `Tensor::cat(vec![a, b], 1)`, which is also what the kernels are tested against.
@@ -62,31 +63,97 @@ mod flex {
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Tensor, TensorPrimitive};
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
 
     type Ad = Autodiff<Flex>;
 
-    /// `y_n = [a_n; b_n]` for `n` samples of `la` and `lb` values each.
+    /// Below this many values the copies run on the calling thread.
+    const PARALLEL_MIN: usize = 1 << 15;
+
+    /// `y_n = [a_n; b_n]` for `n` samples of `la` and `lb` values each; samples split over the
+    /// rayon pool from [`PARALLEL_MIN`] values.
     pub(super) fn forward(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
         let (la, lb) = (a.len() / n.max(1), b.len() / n.max(1));
-        let mut y = Vec::with_capacity(a.len() + b.len());
-        for i in 0..n {
-            y.extend_from_slice(&a[i * la..(i + 1) * la]);
-            y.extend_from_slice(&b[i * lb..(i + 1) * lb]);
+        let total = a.len() + b.len();
+        let mut y = Vec::<f32>::with_capacity(total);
+        let row = |i: usize, out: &mut [MaybeUninit<f32>]| {
+            let (oa, ob) = out.split_at_mut(la);
+            write(oa, &a[i * la..(i + 1) * la]);
+            write(ob, &b[i * lb..(i + 1) * lb]);
+        };
+        let out = &mut y.spare_capacity_mut()[..total];
+        if la + lb > 0 {
+            if total >= PARALLEL_MIN {
+                out.par_chunks_mut(la + lb)
+                    .enumerate()
+                    .for_each(|(i, o)| row(i, o));
+            } else {
+                out.chunks_mut(la + lb)
+                    .enumerate()
+                    .for_each(|(i, o)| row(i, o));
+            }
         }
+        // SAFETY: the capacity is `total = n (la + lb)`, and every row of `la + lb` values was
+        // written just above (`write` fills its whole destination)
+        unsafe { y.set_len(total) };
         y
     }
 
-    /// The two contiguous parts of `dy`: the first `la` and the last `lb` values per sample.
+    /// `dst ← src` (equal lengths) into uninitialised memory.
+    fn write(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+        assert_eq!(dst.len(), src.len(), "cat_channels: row lengths");
+        for (d, &s) in dst.iter_mut().zip(src) {
+            d.write(s);
+        }
+    }
+
+    /// The two contiguous parts of `dy`: the first `la` and the last `lb` values per sample;
+    /// samples split over the rayon pool from [`PARALLEL_MIN`] values.
     pub(super) fn backward(dy: &[f32], n: usize, la: usize, lb: usize) -> (Vec<f32>, Vec<f32>) {
         assert_eq!(
             dy.len(),
             n * (la + lb),
             "cat_channels backward: gradient shape"
         );
+        if la == 0 || lb == 0 {
+            // one side has no channels: the other's gradient is all of `dy`
+            return if la == 0 {
+                (vec![], dy.to_vec())
+            } else {
+                (dy.to_vec(), vec![])
+            };
+        }
         let (mut da, mut db) = (Vec::with_capacity(n * la), Vec::with_capacity(n * lb));
-        for row in dy.chunks_exact((la + lb).max(1)).take(n) {
-            da.extend_from_slice(&row[..la]);
-            db.extend_from_slice(&row[la..]);
+        let (oa, ob) = (
+            &mut da.spare_capacity_mut()[..n * la],
+            &mut db.spare_capacity_mut()[..n * lb],
+        );
+        /// The two gradient rows of one sample, and its row of `dy`.
+        type Rows<'a> = (
+            (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]),
+            &'a [f32],
+        );
+        let split = |((ra, rb), row): Rows<'_>| {
+            write(ra, &row[..la]);
+            write(rb, &row[la..]);
+        };
+        if dy.len() >= PARALLEL_MIN {
+            oa.par_chunks_mut(la)
+                .zip(ob.par_chunks_mut(lb))
+                .zip(dy.par_chunks(la + lb))
+                .for_each(split);
+        } else {
+            oa.chunks_mut(la)
+                .zip(ob.chunks_mut(lb))
+                .zip(dy.chunks(la + lb))
+                .for_each(split);
+        }
+        // SAFETY: the capacities are `n·la` and `n·lb`, and each of the `n` rows wrote its
+        // `la` and `lb` values (`write` fills its whole destination)
+        unsafe {
+            da.set_len(n * la);
+            db.set_len(n * lb);
         }
         (da, db)
     }
@@ -228,14 +295,38 @@ mod tests {
             ([1, 1, 1, 1], 3, false),
             ([2, 3, 4, 5], 4, true),
             ([5, 2, 3, 3], 1, false),
+            // ≥ 2¹⁵ values: the rayon path, at 1, 2 and 3 threads below
+            ([6, 24, 16, 16], 40, false),
+            ([5, 8, 32, 32], 16, true),
         ] {
-            let ours = value_and_grads(shape, cb, true, strided);
-            let burn = value_and_grads(shape, cb, false, strided);
-            // a concatenation and its split only move values: exact equality
-            assert_eq!(ours.0, burn.0, "{shape:?}+{cb}: values");
-            assert_eq!(ours.1, burn.1, "{shape:?}+{cb}: ∂a");
-            assert_eq!(ours.2, burn.2, "{shape:?}+{cb}: ∂b");
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let ours = pool.install(|| value_and_grads(shape, cb, true, strided));
+                let burn = value_and_grads(shape, cb, false, strided);
+                // a concatenation and its split only move values: exact equality
+                let case = format!("{shape:?}+{cb}, {threads} threads");
+                assert_eq!(ours.0, burn.0, "{case}: values");
+                assert_eq!(ours.1, burn.1, "{case}: ∂a");
+                assert_eq!(ours.2, burn.2, "{case}: ∂b");
+            }
         }
+    }
+
+    #[test]
+    fn kernels_handle_a_side_without_channels() {
+        // y = [a; b] with one side empty is the other side; its gradient is all of dy
+        let v: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        assert_eq!(flex::forward(&v, &[], 3), v);
+        assert_eq!(flex::forward(&[], &v, 3), v);
+        assert_eq!(flex::backward(&v, 3, 4, 0), (v.clone(), vec![]));
+        assert_eq!(flex::backward(&v, 3, 0, 4), (vec![], v.clone()));
+        // and both sides non-empty: per-sample rows split at la
+        let (da, db) = flex::backward(&v, 3, 1, 3);
+        assert_eq!(da, [0.0, 4.0, 8.0]);
+        assert_eq!(db, [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 9.0, 10.0, 11.0]);
     }
 
     #[test]

@@ -259,7 +259,7 @@ fn with_scratch<R>(n0: usize, n1: usize, f: impl FnOnce(&mut [f32], &mut [f32]) 
 
 /// A row-major matrix view: `data[r·rs + c·cs]` for `r < rows`, `c < cols`.
 #[derive(Debug, Clone, Copy)]
-struct Mat<'a> {
+pub(super) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -268,7 +268,8 @@ struct Mat<'a> {
 }
 
 impl<'a> Mat<'a> {
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    /// `data` as a row-major `[rows, cols]` matrix.
+    pub(super) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Mat {
             data,
             rows,
@@ -278,7 +279,20 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn t(self) -> Self {
+    /// `data[r·rs + c·cs]`: a matrix whose rows are `rs` apart (e.g. every third row of a
+    /// larger one).
+    pub(super) fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
+    }
+
+    /// The transpose (a view: strides swapped).
+    pub(super) fn t(self) -> Self {
         Mat {
             rows: self.cols,
             cols: self.rows,
@@ -296,14 +310,15 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst = a·b` (or `dst += a·b` with `accumulate`), `dst` row-major `[a.rows, b.cols]`.
-fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+pub(super) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
     let n = b.cols;
     matmul_into(dst, (n, 1), a, b, accumulate, par);
 }
 
-/// [`matmul`] into `dst` `[a.rows, b.cols]` with strides `(rs, cs)` = `dst_strides`, which
-/// must be `(b.cols, 1)` (row-major) or `(1, a.rows)` (column-major).
-fn matmul_into(
+/// [`matmul`] into `dst` `[a.rows, b.cols]` with strides `(rs, cs)` = `dst_strides`: rows of
+/// contiguous values at least a row apart (`cs = 1`, `rs ≥ b.cols`; `rs = b.cols` is
+/// row-major), or the same for columns (`rs = 1`, `cs ≥ a.rows`).
+pub(super) fn matmul_into(
     dst: &mut [f32],
     dst_strides: (usize, usize),
     a: Mat,
@@ -313,12 +328,15 @@ fn matmul_into(
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let (dst_rs, dst_cs) = dst_strides;
+    // distinct (row, column) pairs never share an element, and the last one is inside `dst`
+    let apart = (dst_cs == 1 && dst_rs >= n) || (dst_rs == 1 && dst_cs >= m);
+    let end = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * dst_rs + (n - 1) * dst_cs + 1
+    };
     assert!(
-        (dst_strides == (n, 1) || dst_strides == (1, m))
-            && b.rows == k
-            && dst.len() == m * n
-            && a.fits()
-            && b.fits(),
+        apart && b.rows == k && end <= dst.len() && a.fits() && b.fits(),
         "matmul: [{m}, {k}]·[{}, {n}] into {} values",
         b.rows,
         dst.len()
@@ -327,14 +345,19 @@ fn matmul_into(
         return;
     }
     if k == 0 {
+        // an empty sum: zeros at the `m·n` positions (only those: a strided `dst` has others)
         if !accumulate {
-            dst.fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_rs + j * dst_cs] = 0.0;
+                }
+            }
         }
         return;
     }
     // SAFETY: the assert above keeps every index the GEMM reads or writes inside the slices
-    // (`dst` is `[m, n]` row-major; `a`, `b` fit their strides), and `dst` does not alias them
-    // (it is a unique borrow).
+    // (`dst`'s last element is inside it and no two of its elements coincide; `a`, `b` fit
+    // their strides), and `dst` does not alias them (it is a unique borrow).
     unsafe {
         gemm::gemm(
             m,
@@ -600,6 +623,54 @@ mod tests {
             g(2, 6, 8, 2, [3, 3], [1, 1], [0, 0], [1, 1]),
             g(2, 4, 4, 2, [1, 1], [1, 1], [1, 1], [1, 1]),
         ]
+    }
+
+    #[test]
+    fn matmul_into_rows_of_a_larger_matrix_leaves_the_rest_alone() {
+        // dst rows 3·n apart (the attention's q|k|v rows): the product lands on its rows, the
+        // values between them keep their sentinel; k = 0 zeroes only its own positions.
+        for &(m, k, n) in &[(3, 5, 4), (8, 16, 16), (2, 0, 3)] {
+            let (a, b) = (values(m * k, 3), values(k * n, 4));
+            let mut dst = vec![7.0f32; 3 * n * m];
+            let off = n; // the middle third of each row
+            matmul_into(
+                &mut dst[off..],
+                (3 * n, 1),
+                Mat::strided(&a, m, k, k, 1),
+                Mat::new(&b, k, n),
+                false,
+                Parallelism::None,
+            );
+            for i in 0..m {
+                for j in 0..3 * n {
+                    let got = dst[i * 3 * n + j];
+                    if (off..off + n).contains(&j) {
+                        let want: f64 = (0..k)
+                            .map(|l| a[i * k + l] as f64 * b[l * n + j - off] as f64)
+                            .sum();
+                        assert!((got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()));
+                    } else {
+                        assert_eq!(got, 7.0, "{m}x{k}x{n}: [{i}, {j}] outside the rows");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "matmul")]
+    fn matmul_into_refuses_overlapping_rows() {
+        let a = vec![1.0f32; 4];
+        let mut dst = vec![0.0f32; 8];
+        // rows 1 apart but 2 wide: they would overlap
+        matmul_into(
+            &mut dst,
+            (1, 1),
+            Mat::new(&a, 2, 2),
+            Mat::new(&a, 2, 2),
+            false,
+            Parallelism::None,
+        );
     }
 
     #[test]

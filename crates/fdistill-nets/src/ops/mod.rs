@@ -2,6 +2,7 @@
 //! and the MLPs: each is a standalone module or function with a plain tensor-op reference it is
 //! tested against (values and gradients). See `docs/performance.md`.
 
+pub mod attention;
 pub mod concat;
 pub mod conv;
 #[cfg(feature = "flex")]
@@ -9,13 +10,16 @@ pub mod conv_gemm;
 pub mod fast_exp;
 pub mod group_norm;
 pub mod resample;
+pub mod scaled_sum;
 pub mod silu;
 pub mod softmax;
 
+pub use attention::{attention, attention_reference};
 pub use concat::cat_channels;
 pub use conv::{conv2d, conv2d_with};
-pub use group_norm::{GroupNorm, GroupNormConfig, group_norm, group_norm_reference};
+pub use group_norm::{GroupNorm, GroupNormConfig, Modulation, group_norm, group_norm_reference};
 pub use resample::{avg_pool2, upsample_nearest2};
+pub use scaled_sum::scaled_sum;
 pub use silu::silu;
 pub use softmax::softmax_last;
 

@@ -57,7 +57,7 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(super) mod flex {
     //! The kernels on burn-flex tensors and their autodiff node.
 
     use super::super::fast_exp::exp;
@@ -101,7 +101,7 @@ mod flex {
     }
 
     /// One row: `y = e^{x − max x} / Σ e^{x − max x}`.
-    fn forward_row(x: &[f32], y: &mut [f32]) {
+    pub(in crate::ops) fn forward_row(x: &[f32], y: &mut [f32]) {
         // NaN wins the maximum, so that it reaches every entry of its row
         let m = x.iter().fold(
             f32::NEG_INFINITY,
@@ -116,7 +116,7 @@ mod flex {
     }
 
     /// One row: `dx = y (dy − Σ dy y)`.
-    fn backward_row(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    pub(in crate::ops) fn backward_row(y: &[f32], dy: &[f32], dx: &mut [f32]) {
         let dot = y
             .iter()
             .zip(dy)
