@@ -75,29 +75,13 @@ mod flex {
     /// rayon pool from [`PARALLEL_MIN`] values.
     pub(super) fn forward(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
         let (la, lb) = (a.len() / n.max(1), b.len() / n.max(1));
-        let total = a.len() + b.len();
-        let mut y = Vec::<f32>::with_capacity(total);
-        let row = |i: usize, out: &mut [MaybeUninit<f32>]| {
+        // one chunk per sample: `[a_i; b_i]`
+        super::super::par_build(a.len() + b.len(), la + lb, PARALLEL_MIN, |start, out| {
+            let i = start / (la + lb).max(1);
             let (oa, ob) = out.split_at_mut(la);
             write(oa, &a[i * la..(i + 1) * la]);
             write(ob, &b[i * lb..(i + 1) * lb]);
-        };
-        let out = &mut y.spare_capacity_mut()[..total];
-        if la + lb > 0 {
-            if total >= PARALLEL_MIN {
-                out.par_chunks_mut(la + lb)
-                    .enumerate()
-                    .for_each(|(i, o)| row(i, o));
-            } else {
-                out.chunks_mut(la + lb)
-                    .enumerate()
-                    .for_each(|(i, o)| row(i, o));
-            }
-        }
-        // SAFETY: the capacity is `total = n (la + lb)`, and every row of `la + lb` values was
-        // written just above (`write` fills its whole destination)
-        unsafe { y.set_len(total) };
-        y
+        })
     }
 
     /// `dst ← src` (equal lengths) into uninitialised memory.

@@ -78,8 +78,72 @@ fn par_zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// A new vector of `n` values written by `f(start, chunk)` for consecutive chunks of `chunk`
+/// values (the last may be shorter), split over the rayon pool when `n ≥ parallel_from`:
+/// what the copy and element-wise kernels use instead of zeroing an output first.
+///
+/// `f` must write every element of the chunk it gets (`MaybeUninit::write`); the result is
+/// then fully initialised.
+#[cfg(feature = "flex")]
+fn par_build(
+    n: usize,
+    chunk: usize,
+    parallel_from: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = Vec::<f32>::with_capacity(n);
+    let out = &mut y.spare_capacity_mut()[..n];
+    if n > 0 {
+        let chunk = chunk.max(1);
+        if n >= parallel_from {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(k, c)| f(k * chunk, c));
+        } else {
+            out.chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(k, c)| f(k * chunk, c));
+        }
+    }
+    // SAFETY: the capacity is `n`, the chunks cover `0..n`, and `f` writes every element of
+    // each (the contract above; every caller writes one value per element)
+    unsafe { y.set_len(n) };
+    y
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
+    #[test]
+    fn par_build_writes_every_chunk_at_every_size_and_thread_count() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (n, chunk) in [
+                (0, 4),
+                (1, 4),
+                (10, 3),
+                (1 << 15, 1 << 13),
+                ((1 << 15) + 5, 7),
+            ] {
+                let v = pool.install(|| {
+                    super::par_build(n, chunk, 1 << 15, |start, c| {
+                        for (i, x) in c.iter_mut().enumerate() {
+                            x.write((start + i) as f32);
+                        }
+                    })
+                });
+                assert_eq!(v.len(), n);
+                assert!(
+                    v.iter().enumerate().all(|(i, &x)| x == i as f32),
+                    "n {n}, chunk {chunk}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn par_zeros_is_all_zeros_at_every_size_and_thread_count() {
         for threads in [1, 2, 3] {

@@ -84,7 +84,6 @@ mod flex {
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Tensor, TensorPrimitive};
-    use rayon::prelude::*;
     use std::mem::MaybeUninit;
 
     type Ad = Autodiff<Flex>;
@@ -93,22 +92,9 @@ mod flex {
     const PARALLEL_MIN: usize = 1 << 15;
     const CHUNK: usize = 1 << 13;
 
-    /// `f(i)` for `i < n` into a new vector, by chunks of [`CHUNK`] split over the rayon pool
-    /// from [`PARALLEL_MIN`] elements; `f` gets a chunk's first index and writes the chunk.
+    /// `n` values by chunks of [`CHUNK`], over the pool from [`PARALLEL_MIN`].
     fn build(n: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-        let mut y = Vec::<f32>::with_capacity(n);
-        let out = &mut y.spare_capacity_mut()[..n];
-        if n >= PARALLEL_MIN {
-            out.par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(k, c)| f(k * CHUNK, c));
-        } else {
-            f(0, out);
-        }
-        // SAFETY: the capacity is `n`, and `f` wrote every element of every chunk (both
-        // callers below write one value per element of the chunk they get)
-        unsafe { y.set_len(n) };
-        y
+        super::super::par_build(n, CHUNK, PARALLEL_MIN, f)
     }
 
     /// `y = (a + b)·s`.
